@@ -1,0 +1,103 @@
+"""ASGI entry: Django behind a lifespan handler, with a lean handler for the proxy's own paths."""
+
+import asyncio
+import io
+import logging
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiproxy.settings")
+django_application = get_asgi_application()
+
+from django.conf import settings  # noqa: E402  (after setup)
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from aiproxy import lifecycle  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# Paths served by async views only: no sync code runs for them (see ProxyPathHandler).
+PROXY_PATH_PREFIXES = ("/v1/", "/chat/completions", "/health", "/ready")
+
+
+class ProxyPathHandler(ASGIHandler):
+    """Django's ASGI handler without the per-request ThreadSensitiveContext.
+
+    The stock handler wraps each request in asgiref's ThreadSensitiveContext, so
+    the sync receivers of request_started/request_finished start and join a new
+    thread per request: two thirds of the throughput of a proxy view (measured in
+    ../shared/PERFORMANCE.md). The /v1 views are async end to end, so their sync
+    work (those receivers, rare cache misses) can share the process's one sync
+    thread instead. /admin and /api keep the stock handler: their sync views need
+    the per-request context.
+
+    It also runs its own, shorter middleware chain (PROXY_MIDDLEWARE): sessions,
+    CSRF, auth and messages belong to the admin, not to an API authenticated by key.
+
+    The body is also read into memory with a cap, so an oversized upload is cut
+    off at MAX_REQUEST_BYTES + 1 instead of spooled whole to disk; the view then
+    answers 413.
+    """
+
+    def load_middleware(self, is_async=False):
+        # BaseHandler reads settings.MIDDLEWARE; swap in the proxy's chain while it loads (once, at startup).
+        full_chain = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.PROXY_MIDDLEWARE
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = full_chain
+
+    async def __call__(self, scope, receive, send):
+        await self.handle(scope, receive, send)
+
+    async def read_body(self, receive):
+        limit = settings.MAX_REQUEST_BYTES
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            chunk = message.get("body", b"")
+            if size <= limit:
+                chunks.append(chunk)
+                size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        return io.BytesIO(b"".join(chunks))
+
+
+class Application:
+    """Routes proxy paths to the lean handler, the rest to Django's own; runs the lifespan."""
+
+    def __init__(self) -> None:
+        self.proxy_handler = ProxyPathHandler()
+        self.django_handler = django_application
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.lifespan(receive, send)
+        if scope["type"] == "http" and scope["path"].startswith(PROXY_PATH_PREFIXES):
+            return await self.proxy_handler(scope, receive, send)
+        return await self.django_handler(scope, receive, send)
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await lifecycle.startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.shield(lifecycle.shutdown())
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = Application()

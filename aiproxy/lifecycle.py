@@ -1,0 +1,25 @@
+"""Process-wide resources, started and stopped by the ASGI lifespan."""
+
+import asyncio
+import contextlib
+
+from policies.cache import config_cache
+from proxy import upstream
+
+_tasks: list[asyncio.Task] = []
+
+
+async def startup() -> None:
+    upstream.client()
+    _tasks.append(asyncio.create_task(config_cache.run_poller(), name="config-poller"))
+
+
+async def shutdown() -> None:
+    for task in _tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _tasks.clear()
+    with contextlib.suppress(Exception):
+        await config_cache.flush_last_used()
+    await upstream.close()

@@ -1,0 +1,136 @@
+"""Per-process cache of API keys and their policies, kept fresh by a cheap change check."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from policies.keys import api_keys_touch, key_hash
+from policies.models import ApiKey, Policy
+from policies.spec import PASS_THROUGH, PolicySpec
+
+logger = logging.getLogger(__name__)
+
+LAST_USED_FLUSH_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """Everything the request path needs to know about an authenticated key."""
+
+    key_id: int
+    key_name: str
+    key_prefix: str
+    expires_at: datetime | None
+    policy: PolicySpec
+
+
+def policy_spec(policy: Policy) -> PolicySpec:
+    return PolicySpec.from_content(name=policy.name, version=policy.version, content=policy.content(), id=policy.pk)
+
+
+def _change_stamp() -> tuple:
+    """What changes whenever a key or policy is created, edited or deleted."""
+    try:
+        keys = ApiKey.objects.aggregate(Max("updated_at"), Count("pk"))
+        policies = Policy.objects.aggregate(Max("updated_at"), Count("pk"))
+        return (*keys.values(), *policies.values())
+    finally:
+        # Runs outside any request: return the connection to the pool ourselves.
+        close_old_connections()
+
+
+def _load_key(digest: str) -> KeyContext | None:
+    try:
+        api_key = ApiKey.objects.select_related("policy").filter(key_hash=digest, is_active=True).first()
+        if api_key is None:
+            return None
+        policy = api_key.policy
+        if policy is None or not policy.is_active:
+            policy = Policy.objects.filter(is_default=True, is_active=True).first()
+        return KeyContext(
+            key_id=api_key.pk,
+            key_name=api_key.name,
+            key_prefix=api_key.prefix,
+            expires_at=api_key.expires_at,
+            policy=policy_spec(policy) if policy else PASS_THROUGH,
+        )
+    finally:
+        close_old_connections()
+
+
+class ConfigCache:
+    """Keys and policies served from memory; any change in the database clears it.
+
+    Once a second (``CONFIG_POLL_INTERVAL``) a background task compares a change
+    stamp (max ``updated_at`` and row count of keys and of policies) with the last
+    one seen and drops every cached entry when it moved. A request only checks
+    inline when no background check ran recently (no poller: tests, management
+    commands), so a revoked key stops working within about a second either way.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[KeyContext | None, float]] = {}
+        self._stamp: tuple | None = None
+        self._stamp_checked_at = float("-inf")
+        self._last_used: dict[int, datetime] = {}
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._stamp = None
+        self._stamp_checked_at = float("-inf")
+
+    async def authenticate(self, raw_key: str) -> KeyContext | None:
+        """The key's context, or None when the key is unknown, revoked or expired."""
+        now = time.monotonic()
+        if now - self._stamp_checked_at > 2 * settings.CONFIG_POLL_INTERVAL:
+            try:
+                await self.check_for_changes()
+            except Exception:
+                logger.warning("config change check failed; serving cached keys and policies", exc_info=True)
+        digest = key_hash(raw_key)
+        cached = self._keys.get(digest)
+        if cached is None or now - cached[1] > settings.CONFIG_CACHE_MAX_AGE:
+            cached = (await sync_to_async(_load_key)(digest), now)
+            self._keys[digest] = cached
+        context = cached[0]
+        if context is None or (context.expires_at is not None and context.expires_at <= timezone.now()):
+            return None
+        self._last_used[context.key_id] = timezone.now()
+        return context
+
+    async def check_for_changes(self) -> None:
+        # Marked before the query so that an unreachable database is not retried by every request.
+        self._stamp_checked_at = time.monotonic()
+        stamp = await sync_to_async(_change_stamp)()
+        if stamp != self._stamp:
+            self._keys.clear()
+            self._stamp = stamp
+
+    async def flush_last_used(self) -> None:
+        if self._last_used:
+            last_used, self._last_used = self._last_used, {}
+            await sync_to_async(api_keys_touch)(last_used=last_used)
+
+    async def run_poller(self) -> None:
+        """Background loop started by the ASGI lifespan; survives database outages."""
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.CONFIG_POLL_INTERVAL)
+            try:
+                await self.check_for_changes()
+                if time.monotonic() - last_flush > LAST_USED_FLUSH_SECONDS:
+                    last_flush = time.monotonic()
+                    await self.flush_last_used()
+            except Exception:
+                logger.warning("config change check failed; serving cached keys and policies", exc_info=True)
+
+
+config_cache = ConfigCache()

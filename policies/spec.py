@@ -1,0 +1,176 @@
+"""A policy's rules, built once from its stored content into an immutable, ready-to-use spec."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_CONTENT: dict[str, Any] = {
+    "system_context": "",
+    "system_context_mode": "if_missing",
+    "param_defaults": {},
+    "param_overrides": {},
+    "model_rules": [],
+    "max_tokens_ceiling": None,
+    "allowed_models": [],
+    "model_aliases": {},
+    "embedding_default_model": "",
+    "embedding_normalize_input": False,
+    "user_field": "leave",
+    "user_field_override": False,
+    "blocked_patterns": [],
+    "response_redactions": [],
+    "annotate_responses": False,
+    "annotation_extra": {},
+    "audit_capture": "full",
+    "audit_retention_days": None,
+}
+
+SYSTEM_CONTEXT_MODES = ("if_missing", "prepend", "replace")
+USER_FIELD_MODES = ("leave", "key_name", "client_ip")
+AUDIT_CAPTURE_MODES = ("full", "metadata")
+DEFAULT_REPLACEMENT = "[redacted]"
+
+# A stream never holds back more than this many characters per choice, whatever the patterns.
+STREAM_HOLD_LIMIT = 256
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Deep copy: later edits to the stored content must not leak into a built spec.
+    return MappingProxyType(copy.deepcopy(dict(value)))
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Case-sensitive fnmatch glob as a compiled regex (use `.match`)."""
+    return re.compile(fnmatch.translate(pattern))
+
+
+def max_match_length(regex: re.Pattern[str]) -> int:
+    """Longest text the regex can match, capped at STREAM_HOLD_LIMIT.
+
+    Streams hold back one character less than this, so a match split across
+    events is still seen whole. The width comes from CPython's regex parser,
+    which is private API: if it is unavailable we fall back to the cap.
+    """
+    try:
+        from re import _parser  # noqa: PLC0415
+
+        _, longest = _parser.parse(regex.pattern, regex.flags).getwidth()
+    except Exception:  # noqa: BLE001 - any failure just means "assume the worst"
+        return STREAM_HOLD_LIMIT
+    return max(1, min(longest, STREAM_HOLD_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRule:
+    pattern: str
+    defaults: Mapping[str, Any]
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedPattern:
+    name: str
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    regex: re.Pattern[str]
+    replacement: str
+    max_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    name: str
+    version: int
+    id: int | None = None
+    system_context: str = ""
+    system_context_mode: str = "if_missing"
+    param_defaults: Mapping[str, Any] = field(default_factory=_empty_mapping)
+    param_overrides: Mapping[str, Any] = field(default_factory=_empty_mapping)
+    model_rules: tuple[ModelRule, ...] = ()
+    max_tokens_ceiling: int | None = None
+    allowed_models: tuple[str, ...] = ()
+    model_aliases: Mapping[str, str] = field(default_factory=_empty_mapping)
+    embedding_default_model: str = ""
+    embedding_normalize_input: bool = False
+    user_field: str = "leave"
+    user_field_override: bool = False
+    blocked_patterns: tuple[BlockedPattern, ...] = ()
+    response_redactions: tuple[Redaction, ...] = ()
+    annotate_responses: bool = False
+    annotation_extra: Mapping[str, Any] = field(default_factory=_empty_mapping)
+    audit_capture: str = "full"
+    audit_retention_days: int | None = None
+    # One regex for all allowed globs: a single match per request instead of a loop.
+    allowed_models_regex: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.allowed_models:
+            joined = "|".join(fnmatch.translate(glob) for glob in self.allowed_models)
+            object.__setattr__(self, "allowed_models_regex", re.compile(joined))
+
+    @classmethod
+    def from_content(cls, *, name: str, version: int, content: dict[str, Any], id: int | None = None) -> PolicySpec:
+        """Build a spec from validated content; missing (or null) keys take their defaults."""
+
+        def get(key: str) -> Any:
+            value = content.get(key)
+            return DEFAULT_CONTENT[key] if value is None else value
+
+        return cls(
+            name=name,
+            version=version,
+            id=id,
+            system_context=get("system_context"),
+            system_context_mode=get("system_context_mode"),
+            param_defaults=_frozen_mapping(get("param_defaults")),
+            param_overrides=_frozen_mapping(get("param_overrides")),
+            model_rules=tuple(
+                ModelRule(
+                    pattern=rule["pattern"],
+                    defaults=_frozen_mapping(rule.get("defaults") or {}),
+                    regex=compile_glob(rule["pattern"]),
+                )
+                for rule in get("model_rules")
+            ),
+            max_tokens_ceiling=get("max_tokens_ceiling"),
+            allowed_models=tuple(get("allowed_models")),
+            model_aliases=_frozen_mapping(get("model_aliases")),
+            embedding_default_model=get("embedding_default_model"),
+            embedding_normalize_input=get("embedding_normalize_input"),
+            user_field=get("user_field"),
+            user_field_override=get("user_field_override"),
+            blocked_patterns=tuple(
+                BlockedPattern(name=rule["name"], regex=re.compile(rule["pattern"])) for rule in get("blocked_patterns")
+            ),
+            response_redactions=tuple(_redaction(rule) for rule in get("response_redactions")),
+            annotate_responses=get("annotate_responses"),
+            annotation_extra=_frozen_mapping(get("annotation_extra")),
+            audit_capture=get("audit_capture"),
+            audit_retention_days=get("audit_retention_days"),
+        )
+
+
+def _redaction(rule: Mapping[str, Any]) -> Redaction:
+    regex = re.compile(rule["pattern"])
+    replacement = rule.get("replacement")
+    return Redaction(
+        regex=regex,
+        replacement=DEFAULT_REPLACEMENT if replacement is None else replacement,
+        max_length=max_match_length(regex),
+    )
+
+
+PASS_THROUGH = PolicySpec.from_content(name="", version=0, content={})

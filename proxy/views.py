@@ -1,0 +1,280 @@
+"""The /v1 views: authenticate → plan → forward → respond → record, and the health checks."""
+
+import asyncio
+import contextlib
+import time
+
+import httpx
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpResponse, HttpResponsePermanentRedirect, StreamingHttpResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
+
+from policies import engine
+from policies.cache import KeyContext
+from proxy import upstream
+from proxy.endpoints import MODELS, OTHER, Endpoint
+from proxy.errors import PolicyRejected, ProxyError, invalid_request, json_response, not_found
+from proxy.exchange import Exchange, Outcome
+from proxy.inbound import (
+    authenticate,
+    begin_exchange,
+    check_method,
+    multipart_model,
+    parse_json_body,
+    read_body,
+)
+from proxy.streaming import BinaryRelay, SseRelay
+
+POLICY_HEADER = "X-Aiproxy-Policy"
+POLICY_VERSION_HEADER = "X-Aiproxy-Policy-Version"
+
+
+@csrf_exempt
+async def relay(request, endpoint: Endpoint) -> HttpResponse:
+    """Every known /v1 endpoint: the key's policy applied both ways, the exchange recorded."""
+    exchange = begin_exchange(request, endpoint)
+    try:
+        check_method(request, endpoint)
+        raw = read_body(request, endpoint)
+        exchange.key = await authenticate(request)
+        forwarded = plan_request(request, exchange, endpoint, raw)
+        path = endpoint.upstream_path or upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
+        upstream_response = await forward(request, exchange, path, forwarded)
+        return await respond(exchange, endpoint, upstream_response)
+    except ProxyError as error:
+        return failed(exchange, error)
+
+
+@csrf_exempt
+async def models_list(request) -> HttpResponse:
+    """GET /v1/models: the upstream's list, reduced to what this key may use, plus its aliases."""
+    exchange = begin_exchange(request, MODELS)
+    try:
+        check_method(request, MODELS)
+        exchange.key = await authenticate(request)
+        upstream_response = await forward(request, exchange, MODELS.upstream_path, None)
+        return await respond(exchange, MODELS, upstream_response, rewrite=models_rewrite(exchange.key))
+    except ProxyError as error:
+        return failed(exchange, error)
+
+
+@csrf_exempt
+async def model_detail(request, model: str) -> HttpResponse:
+    """GET /v1/models/<id>: 404 for a model the key may not use; aliases answer as themselves."""
+    exchange = begin_exchange(request, MODELS)
+    try:
+        check_method(request, MODELS)
+        exchange.key = await authenticate(request)
+        spec = exchange.key.policy
+        if not engine.model_allowed(spec, model):
+            raise invalid_request(f"The model '{model}' does not exist.", code="model_not_found", status=404)
+        target = spec.model_aliases.get(model, model)
+        path = upstream.safe_upstream_path(f"/v1/models/{target}".encode())
+        upstream_response = await forward(request, exchange, path, None)
+        return await respond(exchange, MODELS, upstream_response, rewrite=lambda body: {**body, "id": model})
+    except ProxyError as error:
+        return failed(exchange, error)
+
+
+@csrf_exempt
+async def passthrough(request, path: str = "") -> HttpResponse:
+    """Any other /v1 path and method, forwarded as it is (path checked so it cannot escape)."""
+    return await relay(request, OTHER)
+
+
+async def unknown_path(request, path: str = "") -> HttpResponse:
+    """JSON 404 for any unknown path; '/admin' style paths get their trailing slash."""
+    if not request.path.endswith("/"):
+        with contextlib.suppress(Resolver404):
+            if resolve(request.path + "/").func is not unknown_path:
+                return HttpResponsePermanentRedirect(request.path + "/")
+    return not_found(request.path).response()
+
+
+async def health(request) -> HttpResponse:
+    return json_response({"status": "ok"})
+
+
+async def ready(request) -> HttpResponse:
+    """Ready when the database answers and the upstream is reachable; 503 says which is not."""
+    problems = {}
+    try:
+        await sync_to_async(_database_ping)()
+    except Exception as exc:
+        problems["database"] = type(exc).__name__
+    try:
+        await asyncio.wait_for(upstream.client().get(settings.LITELLM_BASE_URL + "/health/liveliness"), timeout=2.0)
+    except Exception as exc:
+        problems["upstream"] = type(exc).__name__
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, status=503)
+    return json_response({"status": "ready"})
+
+
+def _database_ping() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
+
+
+# --- the steps -------------------------------------------------------------------------
+
+
+def plan_request(request, exchange: Exchange, endpoint: Endpoint, raw: bytes) -> bytes:
+    """The bytes to forward, after the key's policy; raises PolicyRejected."""
+    if endpoint.body == "raw":
+        exchange.request_body = raw
+        return raw
+    if endpoint.body == "multipart":
+        exchange.request_body = raw
+        exchange.request_content_type = request.content_type
+        model = multipart_model(request)
+        exchange.model_requested = exchange.model_upstream = model
+        if model is not None:
+            check_model_allowed(exchange.key, model)
+        return raw
+    body = parse_json_body(request, raw)
+    exchange.request_body = body
+    exchange.stream = body.get("stream") is True
+    exchange.model_requested = body.get("model")
+    plan = apply_policy(exchange, endpoint, body)
+    if endpoint.requires_model and not plan.body.get("model"):
+        raise invalid_request("You must provide a model parameter.", code="missing_required_parameter", param="model")
+    if not settings.ENABLE_REQUEST_MODIFICATION or not plan.modifications:
+        exchange.forwarded_body = body
+        exchange.model_upstream = body.get("model")
+        return raw
+    exchange.forwarded_body = plan.body
+    exchange.modifications = plan.modifications
+    exchange.model_upstream = plan.upstream_model
+    return orjson.dumps(plan.body)
+
+
+def apply_policy(exchange: Exchange, endpoint: Endpoint, body: dict) -> engine.RequestPlan:
+    context = engine.RequestContext(key_name=exchange.key.key_name, client_ip=exchange.client_ip)
+    try:
+        return engine.apply_request(exchange.key.policy, endpoint.name, body, context)
+    except engine.PolicyRejection as rejection:
+        raise PolicyRejected(
+            status=rejection.status, message=rejection.message, code=rejection.code, param=rejection.param
+        ) from rejection
+
+
+def check_model_allowed(key: KeyContext, model: str) -> None:
+    if not engine.model_allowed(key.policy, model):
+        raise PolicyRejected(
+            status=403,
+            message=f"This API key may not use the model '{model}'.",
+            code="model_not_allowed",
+            param="model",
+        )
+
+
+async def forward(request, exchange: Exchange, path: str, body: bytes | None) -> httpx.Response:
+    headers = upstream.request_headers(
+        request.headers, request_id=exchange.request_id, content_type=request.META.get("CONTENT_TYPE")
+    )
+    exchange.mark_upstream_start()
+    response = await upstream.send(
+        method=request.method,
+        path=path,
+        query=request.scope.get("query_string", b""),
+        headers=headers,
+        body=body if body else None,
+    )
+    exchange.mark_upstream_headers(response.status_code)
+    return response
+
+
+async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: httpx.Response, rewrite=None):
+    content_type = upstream_response.headers.get("content-type", "")
+    exchange.response_content_type = content_type
+    exchange.status = upstream_response.status_code
+    if content_type.startswith("text/event-stream"):
+        rewriter = stream_rewriter(exchange, endpoint)
+        response = StreamingHttpResponse(SseRelay(upstream_response, exchange, rewriter), status=exchange.status)
+    elif content_type.startswith("application/json"):
+        content = await read_json_response(exchange, endpoint, upstream_response, rewrite)
+        response = HttpResponse(content, status=exchange.status)
+        exchange.finish()
+    else:
+        response = StreamingHttpResponse(BinaryRelay(upstream_response, exchange), status=exchange.status)
+    for name, value in upstream.response_headers(upstream_response):
+        response[name] = value
+    add_policy_headers(response, exchange.key)
+    return response
+
+
+async def read_json_response(exchange: Exchange, endpoint: Endpoint, upstream_response: httpx.Response, rewrite):
+    try:
+        content = await upstream_response.aread()
+    except upstream.UPSTREAM_ERRORS as exc:
+        raise upstream.upstream_error(exc) from exc
+    finally:
+        await upstream_response.aclose()
+    exchange.mark_first_byte()
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        exchange.response_body = content
+        return content
+    exchange.response_body = body
+    if not isinstance(body, dict) or exchange.status >= 400:
+        return content
+    if rewrite is not None:
+        body = rewrite(body)
+    if settings.ENABLE_RESPONSE_MODIFICATION and endpoint.name != OTHER.name:
+        body = engine.apply_response(exchange.key.policy, endpoint.name, body, response_context(exchange))
+    if body is exchange.response_body:
+        return content
+    exchange.response_body = body
+    return orjson.dumps(body)
+
+
+def response_context(exchange: Exchange) -> engine.ResponseContext:
+    return engine.ResponseContext(
+        original_model=exchange.model_requested,
+        modifications=tuple(exchange.modifications),
+        processing_ms=round((time.perf_counter() - exchange.started - exchange.upstream_wait_seconds()) * 1000, 3),
+    )
+
+
+def stream_rewriter(exchange: Exchange, endpoint: Endpoint) -> engine.StreamRewriter | None:
+    spec = exchange.key.policy
+    if settings.ENABLE_RESPONSE_MODIFICATION and engine.stream_needs_rewrite(spec, endpoint.name):
+        return engine.StreamRewriter(spec, endpoint.name)
+    return None
+
+
+def models_rewrite(key: KeyContext):
+    return lambda body: engine.filter_models_list(key.policy, body)
+
+
+def add_policy_headers(response: HttpResponse, key: KeyContext | None) -> None:
+    if key is not None and key.policy.name:
+        response[POLICY_HEADER] = key.policy.name
+        response[POLICY_VERSION_HEADER] = str(key.policy.version)
+
+
+def failed(exchange: Exchange, error: ProxyError) -> HttpResponse:
+    exchange.fail(error, outcome_for(error))
+    response = error.response()
+    add_policy_headers(response, exchange.key)
+    exchange.finish()
+    return response
+
+
+def outcome_for(error: ProxyError) -> Outcome:
+    if isinstance(error, PolicyRejected):
+        return Outcome.REJECTED
+    if error.status == 401:
+        return Outcome.AUTH_FAILED
+    if error.type == "upstream_error" or error.status >= 500:
+        return Outcome.UPSTREAM_ERROR
+    return Outcome.INVALID_REQUEST
