@@ -180,3 +180,15 @@ LOGGING = {
         "django.server": {"level": "ERROR"},
     },
 }
+
+# --- audit log ------------------------------------------------------------------
+AUDIT_ENABLED = env.bool("AUDIT_ENABLED", default=True)
+# Records are appended here before the response ends, so a killed worker loses none.
+AUDIT_SPOOL_DIR = env.path("AUDIT_SPOOL_DIR", default=BASE_DIR / "var" / "audit-spool")
+AUDIT_BATCH_SIZE = env.int("AUDIT_BATCH_SIZE", default=500)
+AUDIT_FLUSH_INTERVAL = env.float("AUDIT_FLUSH_INTERVAL", default=0.05)
+AUDIT_QUEUE_MAX = env.int("AUDIT_QUEUE_MAX", default=10_000)
+# Bodies larger than this are truncated in the record (and flagged).
+AUDIT_MAX_BODY_BYTES = env.int("AUDIT_MAX_BODY_BYTES", default=256 * 1024)
+# Default retention for purge_audit when a policy sets none (days).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=90)
