@@ -351,7 +351,7 @@ def _redact_choices(redactions: tuple[Redaction, ...], endpoint: str, body: dict
     if not isinstance(choices, list):
         return body
     new_choices = [_redact_choice(redactions, endpoint, c) for c in choices]
-    if all(new is old for new, old in zip(new_choices, choices)):
+    if all(new is old for new, old in zip(new_choices, choices, strict=True)):
         return body
     return {**body, "choices": new_choices}
 
@@ -415,16 +415,15 @@ class _ChoiceText:
 class StreamRewriter:
     """Redacts answer text across a stream of chunk events, per choice.
 
-    Each choice holds back only the tail that a match could still start in: one
-    character less than the longest possible match (at most STREAM_HOLD_LIMIT),
-    extended back to the start of any match the cut would split. Held text is
-    released, redacted, with the choice's finish_reason or by flush().
+    Each choice holds back only the tail in which a match could still begin (see
+    PrefixMatcher), at most STREAM_HOLD_LIMIT characters, extended back to the start
+    of any complete match the cut would split. Held text is released, redacted, with
+    the choice's finish_reason or by flush().
     """
 
     def __init__(self, spec: PolicySpec, endpoint: str) -> None:
         self._active = stream_needs_rewrite(spec, endpoint)
         self._redactions = spec.response_redactions
-        self._window = max((r.max_length for r in self._redactions), default=1)
         self._text_key = "text" if endpoint == COMPLETIONS else "content"
         self._endpoint = endpoint
         self._choices: dict[int, _ChoiceText] = {}
@@ -439,7 +438,7 @@ class StreamRewriter:
         if not isinstance(choices, list) or not choices:
             return event
         new_choices = [self._rewrite_choice(c) for c in choices]
-        if all(new is old for new, old in zip(new_choices, choices)):
+        if all(new is old for new, old in zip(new_choices, choices, strict=True)):
             return event
         return {**event, "choices": new_choices}
 
@@ -473,7 +472,7 @@ class StreamRewriter:
         state = self._choices.setdefault(index, _ChoiceText())
         buffer = state.context + state.pending + text
         start = len(state.context)
-        cut = len(buffer) if final else _release_point(self._redactions, buffer, start, self._window)
+        cut = len(buffer) if final else _release_point(self._redactions, buffer, start)
         released = _redact_span(self._redactions, buffer, start, cut)
         if final:
             del self._choices[index]
@@ -488,21 +487,33 @@ class StreamRewriter:
         return {"index": index, "delta": {"content": text}, "finish_reason": None}
 
 
-def _release_point(redactions: tuple[Redaction, ...], buffer: str, start: int, window: int) -> int:
-    """Index in buffer before which no match can still change, so text there can be sent."""
-    # A match not yet complete must begin within the last window-1 characters.
-    cut = max(start, len(buffer) - window + 1)
+def _release_point(redactions: tuple[Redaction, ...], buffer: str, start: int) -> int:
+    """Index in buffer before which text can be sent: no match can begin or change there."""
+    # Text further back than the hold limit is released even if a match could begin in it.
+    first = max(start, len(buffer) - STREAM_HOLD_LIMIT)
+    cut = len(buffer)
+    for redaction in redactions:
+        cut = min(cut, _open_start(redaction, buffer, first))
     spans = [m.span() for r in redactions for m in r.regex.finditer(buffer, start)]
     while True:
-        # Never split a match: hold it whole (it may also still grow at the end of the buffer).
+        # Never split a complete match: hold it whole until the text after it is settled.
         split = [begin for begin, end in spans if begin < cut < end]
         if not split:
             return cut
         earliest = min(split)
         if len(buffer) - earliest > STREAM_HOLD_LIMIT:
-            # A match longer than the hold limit: release it, redacted, rather than hold unbounded text.
+            # A match longer than the hold limit: send it, redacted, rather than hold more.
             return len(buffer)
         cut = earliest
+
+
+def _open_start(redaction: Redaction, buffer: str, first: int) -> int:
+    """Where the earliest match that more text could still complete or extend may begin."""
+    if redaction.prefix is None:
+        # No analysis of the pattern: a match may begin anywhere in the held window.
+        return first
+    found = redaction.prefix.open_start(buffer, first)
+    return len(buffer) if found is None else found
 
 
 def _redact_span(redactions: tuple[Redaction, ...], buffer: str, start: int, end: int) -> str:

@@ -90,7 +90,7 @@ async def unknown_path(request, path: str = "") -> HttpResponse:
     """JSON 404 for any unknown path; '/admin' style paths get their trailing slash."""
     if not request.path.endswith("/"):
         with contextlib.suppress(Resolver404):
-            if resolve(request.path + "/").func is not unknown_path:
+            if resolve(request.path + "/").func not in (unknown_path, passthrough):
                 return HttpResponsePermanentRedirect(request.path + "/")
     return not_found(request.path).response()
 

@@ -1,0 +1,131 @@
+"""What reaches the upstream, what comes back, and how its failures are told to the client."""
+
+import socket
+
+import httpx
+import pytest
+
+from tests.test_bad_input import assert_openai_error
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def chat(live, key, *, headers=None) -> httpx.Response:
+    return httpx.post(
+        live.url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"Authorization": f"Bearer {key}", **(headers or {})},
+        timeout=10,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_client_key_never_reaches_the_upstream(live, alice_key, fake_upstream, settings):
+    settings.LITELLM_API_KEY = "upstream-master-key"
+
+    chat(live, alice_key, headers={"Cookie": "sessionid=abc", "api-key": alice_key})
+
+    sent = fake_upstream.last_request.headers
+    assert sent["authorization"] == "Bearer upstream-master-key"
+    assert alice_key not in str(sent)
+    assert "cookie" not in sent
+
+
+def test_hop_by_hop_headers_are_dropped_both_ways(live, alice_key, fake_upstream):
+    response = chat(live, alice_key, headers={"Connection": "keep-alive, x-secret", "TE": "trailers", "Upgrade": "h2c"})
+
+    sent = fake_upstream.last_request.headers
+    assert "te" not in sent and "upgrade" not in sent
+    assert "keep-alive" not in response.headers.get("connection", "")
+
+
+def test_request_id_is_passed_upstream(live, alice_key, fake_upstream):
+    response = chat(live, alice_key)
+
+    assert fake_upstream.last_request.headers["x-request-id"] == response.headers["x-request-id"]
+
+
+def test_useful_upstream_headers_reach_the_client(live, alice_key):
+    response = chat(live, alice_key)
+
+    assert response.headers["x-litellm-model-id"] == "fake"
+    assert response.headers["x-ratelimit-remaining-requests"] == "99"
+
+
+@pytest.mark.parametrize("status", [400, 429, 500, 503])
+def test_upstream_errors_are_relayed_with_their_status_and_body(live, alice_key, status):
+    response = chat(live, alice_key, headers={"x-fake-status": str(status)})
+
+    assert response.status_code == status
+    assert "error" in response.json()
+    if status == 429:
+        assert response.headers["retry-after"] == "1"
+
+
+def test_unreachable_upstream_is_502(live, alice_key, settings):
+    settings.LITELLM_BASE_URL = f"http://127.0.0.1:{closed_port()}"
+
+    response = chat(live, alice_key)
+
+    error = assert_openai_error(response, 502, "upstream_unreachable")
+    assert error["type"] == "upstream_error"
+
+
+def test_slow_upstream_is_504(live, alice_key, settings):
+    settings.UPSTREAM_READ_TIMEOUT = 0.3
+
+    response = chat(live, alice_key, headers={"x-fake-delay": "3"})
+
+    error = assert_openai_error(response, 504, "upstream_timeout")
+    assert error["type"] == "upstream_error"
+
+
+def test_audio_speech_bytes_are_streamed_back_whole(live, alice_key):
+    from tests.fake_upstream import SPEECH_BYTES
+
+    response = httpx.post(
+        live.url + "/v1/audio/speech",
+        json={"model": "tts-1", "input": "Hello", "voice": "alloy"},
+        headers={"Authorization": f"Bearer {alice_key}"},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/mpeg"
+    assert response.content == SPEECH_BYTES
+
+
+def test_transcription_multipart_is_forwarded_unchanged(live, alice_key, fake_upstream):
+    response = httpx.post(
+        live.url + "/v1/audio/transcriptions",
+        data={"model": "whisper-1"},
+        files={"file": ("a.wav", b"RIFF....WAVEfmt " * 100, "audio/wav")},
+        headers={"Authorization": f"Bearer {alice_key}"},
+    )
+
+    received = fake_upstream.last_request
+    assert response.status_code == 200
+    assert received.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert response.json()["received_bytes"] == len(received.body)
+    assert b"RIFF....WAVEfmt " * 100 in received.body
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/moderations", {"input": "hello"}),
+        ("/v1/images/generations", {"prompt": "a cat", "model": "dall-e-3"}),
+        ("/chat/completions", CHAT),
+    ],
+)
+def test_other_known_endpoints(live, alice_key, fake_upstream, path, body):
+    response = httpx.post(live.url + path, json=body, headers={"Authorization": f"Bearer {alice_key}"})
+
+    assert response.status_code == 200
+    assert fake_upstream.last_request.path.startswith("/v1/")
