@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -170,7 +171,9 @@ PASS_THROUGH = PolicySpec.from_content(name="", version=0, content={})
 # folding) counts as "might match", which only ever holds text longer, never leaks it.
 
 # Node kinds of our own small tree, converted once from CPython's parse tree.
-_CHAR, _IN, _SEQ, _BRANCH, _REPEAT, _ZERO_WIDTH, _ANY_TEXT = range(7)
+_CHAR, _IN, _SEQ, _BRANCH, _REPEAT, _RUN, _ZERO_WIDTH, _ANY_TEXT = range(8)
+# Character tests one walk may make before it gives up and holds its whole window.
+_WALK_BUDGET = 20_000
 
 
 class PrefixMatcher:
@@ -194,10 +197,15 @@ class PrefixMatcher:
 
     def open_start(self, text: str, first: int) -> int | None:
         """Smallest i >= first such that text[i:] could be the start of an unfinished match."""
+        if first >= len(text):
+            return None
         walk = _Walk(text)
         # Each state maps a position in text to the earliest start that reaches it: two
         # paths at the same point of the pattern and the text have the same future.
-        _walk(walk, self._tree, {i: i for i in range(first, len(text))})
+        try:
+            _walk(walk, self._tree, {i: i for i in range(first, len(text))})
+        except _OverBudget:
+            return first
         return walk.open_start
 
 
@@ -225,8 +233,12 @@ def _convert(items: Any, flags: int, maxrepeat: int) -> tuple[Any, ...]:
             nodes.append((_BRANCH, alternatives))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, item = av
-            high = None if high == maxrepeat else high
-            nodes.append((_REPEAT, low, high, _convert(item, flags, maxrepeat)))
+            item = _convert(item, flags, maxrepeat)
+            if high == maxrepeat and len(item[1]) == 1 and item[1][0][0] in (_CHAR, _IN):
+                # "x+", "[a-z]{2,}": the common case, walked in one pass instead of once per repetition.
+                nodes.append((_RUN, low, item[1][0]))
+            else:
+                nodes.append((_REPEAT, low, None if high == maxrepeat else high, item))
         elif name in ("AT", "ASSERT", "ASSERT_NOT"):
             nodes.append((_ZERO_WIDTH,))
         else:  # backreferences, conditionals, anything newer than this code
@@ -250,15 +262,26 @@ def _convert_set(items: Any, ignorecase: bool) -> tuple[Any, ...]:
     return (_IN, negated, tuple(members), ignorecase)
 
 
+class _OverBudget(Exception):
+    pass
+
+
 class _Walk:
     """One walk over a text; remembers the earliest start of a path that ran out of text."""
 
-    __slots__ = ("text", "end", "open_start")
+    __slots__ = ("text", "end", "open_start", "budget")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.end = len(text)
         self.open_start: int | None = None
+        self.budget = _WALK_BUDGET
+
+    def test(self, node: tuple[Any, ...], pos: int) -> bool:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _OverBudget
+        return _might_match(node, self.text[pos])
 
     def wants_more(self, start: int) -> None:
         if self.open_start is None or start < self.open_start:
@@ -282,6 +305,8 @@ def _walk(walk: _Walk, node: tuple[Any, ...], states: dict[int, int]) -> dict[in
         return out
     if kind == _REPEAT:
         return _walk_repeat(walk, node, states)
+    if kind == _RUN:
+        return _walk_run(walk, node, states)
     if kind == _ZERO_WIDTH:
         # Assumed to hold; at the end of the text its answer may depend on what comes next.
         if walk.end in states:
@@ -298,9 +323,41 @@ def _walk_character(walk: _Walk, node: tuple[Any, ...], states: dict[int, int]) 
     for pos, start in states.items():
         if pos == walk.end:
             walk.wants_more(start)
-        elif _might_match(node, walk.text[pos]):
+        elif walk.test(node, pos):
             _merge(out, {pos + 1: start})
     return out
+
+
+def _walk_run(walk: _Walk, node: tuple[Any, ...], states: dict[int, int]) -> dict[int, int]:
+    """An unbounded repeat of one character ("x{low,}") in a single left-to-right pass."""
+    _kind, low, char = node
+    out: dict[int, int] = {}
+    waiting: deque[tuple[int, int]] = deque()  # (position, start) with fewer than `low` characters
+    ready: int | None = None  # earliest start with at least `low` characters behind it
+    pos = min(states)
+    while True:
+        if pos in states:
+            waiting.append((pos, states[pos]))
+        while waiting and waiting[0][0] + low <= pos:
+            start = waiting.popleft()[1]
+            ready = start if ready is None else min(ready, start)
+        if ready is not None:
+            _merge(out, {pos: ready})
+        if pos == walk.end:
+            alive = [start for _, start in waiting] + ([] if ready is None else [ready])
+            if alive:
+                walk.wants_more(min(alive))
+            return out
+        if not walk.test(char, pos):
+            # Every path in the run stops here; resume at the next state, if any.
+            waiting.clear()
+            ready = None
+            later = [p for p in states if p > pos]
+            if not later:
+                return out
+            pos = min(later)
+            continue
+        pos += 1
 
 
 def _walk_repeat(walk: _Walk, node: tuple[Any, ...], states: dict[int, int]) -> dict[int, int]:
