@@ -5,12 +5,14 @@ import contextlib
 
 from policies.cache import config_cache
 from proxy import upstream
+from proxy.audit_writer import audit_writer
 
 _tasks: list[asyncio.Task] = []
 
 
 async def startup() -> None:
     upstream.client()
+    await audit_writer.start()
     _tasks.append(asyncio.create_task(config_cache.run_poller(), name="config-poller"))
 
 
@@ -22,4 +24,5 @@ async def shutdown() -> None:
     _tasks.clear()
     with contextlib.suppress(Exception):
         await config_cache.flush_last_used()
+    await audit_writer.stop()
     await upstream.close()

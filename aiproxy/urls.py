@@ -26,6 +26,7 @@ urlpatterns = [
     path("health", views.health),
     path("ready", views.ready),
     path("admin/", admin.site.urls),
+    path("api/", include("proxy.api.urls")),
     # Anything else gets a JSON 404, never Django's HTML page.
     re_path(r"^(?P<path>.*)$", views.unknown_path),
 ]

@@ -1,10 +1,19 @@
 """Admin for API keys and policies."""
 
+import json
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 
+from policies.cache import policy_spec
 from policies.keys import api_keys_revoke, key_issue
 from policies.models import ApiKey, Policy, PolicyVersion
+from policies.preview import PREVIEW_ENDPOINTS, SAMPLE_BODY, policy_preview
 
 
 @admin.register(ApiKey)
@@ -70,9 +79,40 @@ class PolicyAdmin(admin.ModelAdmin):
     )
     inlines = (PolicyVersionInline,)
 
-    @admin.display(description="API keys")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(key_total=Count("api_keys"))
+
+    @admin.display(description="API keys", ordering="key_total")
     def key_count(self, obj: Policy) -> int:
-        return obj.api_keys.count()
+        return obj.key_total
+
+    def get_urls(self):
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [path("<int:pk>/preview/", preview, name="policies_policy_preview"), *super().get_urls()]
+
+    def preview_view(self, request, pk: int):
+        """Run the saved policy over a pasted request body; nothing is sent anywhere."""
+        policy = get_object_or_404(Policy, pk=pk)
+        if not self.has_view_permission(request, policy):
+            raise PermissionDenied
+        endpoint = request.POST.get("endpoint")
+        if endpoint not in dict(PREVIEW_ENDPOINTS):
+            endpoint = PREVIEW_ENDPOINTS[0][0]
+        body = request.POST.get("body") or json.dumps(SAMPLE_BODY, indent=2)
+        preview = None
+        if request.method == "POST":
+            preview = policy_preview(spec=policy_spec(policy), endpoint=endpoint, body_text=body)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "policy": policy,
+            "endpoints": PREVIEW_ENDPOINTS,
+            "endpoint": endpoint,
+            "body": body,
+            "preview": preview,
+            "title": f"Preview {policy.name}",
+        }
+        return TemplateResponse(request, "admin/policies/policy/preview.html", context)
 
     @admin.display(description="API keys using this policy")
     def keys_using(self, obj: Policy) -> str:

@@ -139,8 +139,8 @@ def model_allowed(spec: PolicySpec, model: str) -> bool:
 
 def _apply_model(spec: PolicySpec, body: dict[str, Any], mods: list[str]) -> str | None:
     model = body.get("model")
-    if model is None:
-        return None
+    if model is None or model == "":
+        return None  # nothing asked for yet: an embeddings default may fill it in later
     if not isinstance(model, str) or not model_allowed(spec, model):
         raise PolicyRejection(
             status=403,
@@ -174,18 +174,16 @@ def _check_blocked(spec: PolicySpec, endpoint: str, body: dict[str, Any]) -> Non
 
 
 def _request_texts(value: Any) -> Iterator[str]:
-    """Every text in a prompt/input/messages value: strings, text parts, message contents."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _request_texts(item)
-    elif isinstance(value, dict):
-        # A chat message ({"content": ...}) or a content part ({"type": "text", "text": ...}).
-        if "content" in value:
-            yield from _request_texts(value["content"])
-        if isinstance(value.get("text"), str):
-            yield value["text"]
+    """Every text in messages, a prompt or an input: strings, message contents, text parts."""
+    # Only the shapes OpenAI defines are walked: a client cannot make us recurse deeply.
+    for item in value if isinstance(value, list) else (value,):
+        if isinstance(item, dict) and "content" in item:  # a chat message
+            item = item["content"]
+        for part in item if isinstance(item, list) else (item,):
+            if isinstance(part, str):
+                yield part
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part["text"]
 
 
 def _apply_system_context(spec: PolicySpec, endpoint: str, body: dict[str, Any], mods: list[str]) -> None:

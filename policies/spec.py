@@ -324,7 +324,9 @@ def _walk_character(walk: _Walk, node: tuple[Any, ...], states: dict[int, int]) 
         if pos == walk.end:
             walk.wants_more(start)
         elif walk.test(node, pos):
-            _merge(out, {pos + 1: start})
+            known = out.get(pos + 1)
+            if known is None or start < known:
+                out[pos + 1] = start
     return out
 
 

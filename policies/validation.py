@@ -48,8 +48,8 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
-def _unknown_key(key: str) -> Messages:
-    close = difflib.get_close_matches(key, DEFAULT_CONTENT, n=1)
+def _unknown_key(key: Any) -> Messages:
+    close = difflib.get_close_matches(str(key), DEFAULT_CONTENT, n=1)
     hint = f' Did you mean "{close[0]}"?' if close else ""
     return [f'"{key}" is not a policy setting.{hint}']
 
@@ -143,7 +143,7 @@ def _aliases(path: str, value: Any) -> Messages:
             messages.append(f"{path}: alias name {_show(alias)} {problem}.")
         if problem := _name_problem(target):
             messages.append(f"{path}[{_show(alias)}] target {problem}.")
-    return messages + _alias_chains(path, value)
+    return messages or _alias_chains(path, value)
 
 
 def _alias_chains(path: str, aliases: dict[str, Any]) -> Messages:
@@ -152,7 +152,7 @@ def _alias_chains(path: str, aliases: dict[str, Any]) -> Messages:
         f"{path}[{_show(alias)}] points to {_show(target)}, which is itself an alias: "
         "aliases are resolved once, point it at the upstream model directly."
         for alias, target in aliases.items()
-        if isinstance(target, str) and target in aliases and target != alias
+        if target in aliases and target != alias
     ]
 
 

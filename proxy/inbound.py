@@ -8,6 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 
 from policies.cache import KeyContext, config_cache
+from proxy.audit_writer import audit_writer
 from proxy.endpoints import Endpoint
 from proxy.errors import (
     invalid_key,
@@ -35,6 +36,8 @@ def begin_exchange(request, endpoint: Endpoint) -> Exchange:
         user_agent=request.headers.get("User-Agent", "")[:300],
     )
     exchange.on_finish(lambda finished: log_access(finished.log_fields()))
+    if settings.AUDIT_ENABLED:
+        exchange.on_finish(audit_writer.record)
     request.exchange = exchange
     return exchange
 

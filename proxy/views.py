@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from policies import engine
 from policies.cache import KeyContext
 from proxy import upstream
+from proxy.audit_writer import audit_writer
 from proxy.endpoints import MODELS, OTHER, Endpoint
 from proxy.errors import PolicyRejected, ProxyError, invalid_request, json_response, not_found
 from proxy.exchange import Exchange, Outcome
@@ -110,9 +111,12 @@ async def ready(request) -> HttpResponse:
         await asyncio.wait_for(upstream.client().get(settings.LITELLM_BASE_URL + "/health/liveliness"), timeout=2.0)
     except Exception as exc:
         problems["upstream"] = type(exc).__name__
+    audit = audit_writer.status()
+    if audit["problem"]:
+        problems["audit"] = audit["problem"]
     if problems:
-        return json_response({"status": "unavailable", "problems": problems}, status=503)
-    return json_response({"status": "ready"})
+        return json_response({"status": "unavailable", "problems": problems, "audit_backlog": audit["backlog"]}, status=503)
+    return json_response({"status": "ready", "audit_backlog": audit["backlog"]})
 
 
 def _database_ping() -> None:

@@ -1,6 +1,7 @@
 """The policy engine over plain dicts: what each policy setting does to requests, responses and streams."""
 
 import copy
+import random
 import re
 from types import MappingProxyType
 
@@ -25,6 +26,7 @@ from policies.engine import (
     apply_response,
     filter_models_list,
     model_allowed,
+    redact_text,
     stream_needs_rewrite,
 )
 from policies.spec import DEFAULT_CONTENT, PASS_THROUGH, STREAM_HOLD_LIMIT, PolicySpec
@@ -425,6 +427,13 @@ def test_minimal_alias_entry_shape():
             id="client-model-kept",
         ),
         pytest.param(
+            {"embedding_default_model": "text-embedding-3-small", "allowed_models": ["gpt-*"]},
+            {"model": "", "input": "x"},
+            {"model": "text-embedding-3-small", "input": "x"},
+            ["embedding_default_model"],
+            id="empty-model-takes-the-default-unchecked",
+        ),
+        pytest.param(
             {"embedding_default_model": "embed", "model_aliases": {"embed": "text-embedding-3-small"}},
             {"input": "x"},
             {"input": "x", "model": "text-embedding-3-small"},
@@ -561,6 +570,15 @@ def test_blocked_patterns_reject(endpoint, body, param):
 )
 def test_blocked_patterns_pass_clean_text(endpoint, body):
     assert plan(NO_SSN, endpoint, body).modifications == []
+
+
+def test_blocked_patterns_only_walk_the_shapes_openai_defines():
+    deep: list = ["123-45-6789"]
+    for _ in range(5000):
+        deep = [deep]
+    # Nested lists are not an input shape: they are passed on for the upstream to refuse.
+    result = apply_request(make_spec(**NO_SSN), EMBEDDINGS, {"model": "m", "input": deep}, ALICE)
+    assert result.body["input"] is deep
 
 
 def test_blocked_patterns_check_before_the_system_context_is_added():
@@ -870,6 +888,34 @@ def test_stream_without_redactions_returns_each_event_itself():
     event = chat_chunk("123-45-6789")
     assert rewriter.on_event(event) is event
     assert rewriter.flush() == []
+
+
+STREAM_PATTERNS = [
+    [{"pattern": r"\b\d{3}-\d{2}-\d{4}\b", "replacement": "[ssn]"}],
+    [{"pattern": r"sk-[A-Za-z0-9]{8,}", "replacement": "[key]"}],
+    [{"pattern": r"(?i)[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}", "replacement": "[email]"}],
+    [{"pattern": r"colou?r|cat(?=s)"}, {"pattern": r"\d+", "replacement": "#"}],
+    [{"pattern": r"(ab)+c", "replacement": r"<\1>"}],
+    [{"pattern": r"(?<=@)\w+"}],
+]
+STREAM_WORDS = [*"abcxo0123456789- @.:sk_\n", "sk-", "cats", "color", "123-45-6789", "bob@ex.com", "abab"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_stream_however_split_reads_like_the_whole_answer_redacted(seed):
+    rng = random.Random(seed)
+    for _ in range(100):
+        spec = make_spec(response_redactions=rng.choice(STREAM_PATTERNS))
+        text = "".join(rng.choice(STREAM_WORDS) for _ in range(rng.randint(0, 120)))
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 12))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        finish = rng.random() < 0.5
+        events = [
+            chat_chunk(p, finish="stop" if finish and i == len(pieces) - 1 else None) for i, p in enumerate(pieces)
+        ]
+        out, flushed = run_stream(spec, CHAT, events)
+        assert "".join(chat_texts(out) + chat_texts(flushed)) == redact_text(spec.response_redactions, text)
+        assert len(out) == len(events)
 
 
 # --- partial matching (which tail a stream must hold) ---------------------------------------

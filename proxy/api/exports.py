@@ -2,7 +2,7 @@
 
 import csv
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +57,7 @@ FORMATS = {
 }
 
 
-def export_chunks(*, queryset: QuerySet, format: str) -> Iterator[bytes]:
+def export_chunks(*, queryset: QuerySet, format: str) -> Generator[bytes, None, None]:
     """The export, a few thousand rows per chunk; the database sends them through a server-side cursor."""
     fields, lines = FORMATS[format]
     rows = queryset.values(*fields).iterator(chunk_size=CHUNK_ROWS)
@@ -71,7 +71,7 @@ def export_chunks(*, queryset: QuerySet, format: str) -> Iterator[bytes]:
         yield "".join(chunk).encode()
 
 
-async def export_chunks_async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def export_chunks_async(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """The same chunks for an ASGI server, each produced in the request's sync thread (and connection)."""
     next_chunk = sync_to_async(next)
     try:

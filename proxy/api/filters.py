@@ -6,6 +6,7 @@ from typing import NamedTuple
 from django import forms
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
+import django_filters
 from django_filters import rest_framework as filters
 
 from policies.keys import VISIBLE_PREFIX_LENGTH
@@ -70,6 +71,9 @@ class PolicyField(forms.CharField):
 class StrictBooleanField(forms.Field):
     """Unlike Django's NullBooleanField, a value it does not understand is an error, not "no filter"."""
 
+    # A plain input: the boolean widgets read any unknown value as "no filter" before the field sees it.
+    widget = forms.TextInput
+
     def to_python(self, value) -> bool | None:
         value = (value or "").strip().lower()
         if not value:
@@ -115,7 +119,7 @@ class PolicyFilter(filters.CharFilter):
         return qs.filter(policy_name=value)
 
 
-class StrictBooleanFilter(filters.BooleanFilter):
+class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
 
 

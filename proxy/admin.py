@@ -1,0 +1,218 @@
+"""Read-only admin for the audit log: browse, filter and read records, never change them."""
+
+import json
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Q
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from policies.keys import VISIBLE_PREFIX_LENGTH
+from policies.models import ApiKey, Policy
+from proxy.api.filters import BODY_FIELDS
+from proxy.models import AuditRecord
+
+# Filter choices drawn from the audit table look only at this many newest records: a DISTINCT
+# over the whole table would scan it on every page load.
+RECENT_SAMPLE = 10_000
+# Below this many rows an exact count is cheap enough.
+ESTIMATE_ABOVE = 100_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """On PostgreSQL an unfiltered list is counted from the planner's statistics, not by COUNT(*)."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql" or queryset.query.where:
+            return super().count
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [queryset.model._meta.db_table])
+            row = cursor.fetchone()
+        estimate = row[0] if row else -1
+        return estimate if estimate > ESTIMATE_ABOVE else super().count
+
+
+class AuditChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        # The list shows no bodies, and a page of 100 records with theirs can weigh megabytes.
+        return super().get_queryset(request, exclude_parameters).defer(*BODY_FIELDS)
+
+
+def recent_values(field: str) -> list:
+    newest = AuditRecord.objects.order_by("-created_at").values_list(field, flat=True)[:RECENT_SAMPLE]
+    return sorted({value for value in newest if value not in (None, "")})
+
+
+class KeyPrefixFilter(admin.SimpleListFilter):
+    title = "API key"
+    parameter_name = "key_prefix"
+
+    def lookups(self, request, model_admin):
+        # From the keys table (small); records of a deleted key are found by searching its prefix.
+        return [(prefix, f"{name} ({prefix}…)") for prefix, name in ApiKey.objects.values_list("prefix", "name")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(key_prefix=self.value()) if self.value() else queryset
+
+
+class PolicyFilter(admin.SimpleListFilter):
+    title = "policy"
+    parameter_name = "policy"
+
+    def lookups(self, request, model_admin):
+        # By id, which the audit_policy_time index serves and which survives a rename.
+        return list(Policy.objects.order_by("name").values_list("id", "name"))
+
+    def queryset(self, request, queryset):
+        value = self.value() or ""
+        return queryset.filter(policy_id=int(value)) if value.isdigit() else queryset
+
+
+class ModelFilter(admin.SimpleListFilter):
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        return [(model, model) for model in recent_values("model_requested")]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(Q(model_requested=self.value()) | Q(model_upstream=self.value()))
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        classes = [(f"{digit}xx", f"{digit}xx") for digit in (2, 4, 5)]
+        return classes + [(str(code), str(code)) for code in recent_values("status_code")]
+
+    def queryset(self, request, queryset):
+        value = self.value() or ""
+        if value[:1].isdigit() and value[1:] == "xx":
+            low = int(value[0]) * 100
+            return queryset.filter(status_code__gte=low, status_code__lt=low + 100)
+        return queryset.filter(status_code=int(value)) if value.isdigit() else queryset
+
+
+def pretty_json(value) -> str:
+    if value is None:
+        return "—"
+    return format_html(
+        '<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{}</pre>',
+        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False),
+    )
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "request_id",
+        "key_prefix",
+        "key_name",
+        "policy_name",
+        "policy_version",
+        "endpoint",
+        "model_requested",
+        "stream",
+        "status_code",
+        "outcome",
+        "duration_ms",
+    )
+    list_filter = (KeyPrefixFilter, PolicyFilter, ModelFilter, StatusFilter, "outcome", "stream")
+    date_hierarchy = "created_at"
+    search_fields = ("request_id", "key_prefix")
+    search_help_text = "An exact request id, or an API key prefix (aip-…)."
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    actions = None
+    fieldsets = (
+        (None, {"fields": ("created_at", "request_id", "record_id", "outcome", "status_code", "upstream_status")}),
+        ("Who", {"fields": ("key_prefix", "key_name", "api_key_id", "policy_name", "policy_version", "policy_id")}),
+        ("Client", {"fields": ("client_ip", "user_agent", "method", "path", "endpoint")}),
+        ("Model", {"fields": ("model_requested", "model_upstream", "stream")}),
+        ("Error", {"fields": ("error_type", "error_code", "error_message")}),
+        (
+            "Usage and timings",
+            {"fields": ("prompt_tokens", "completion_tokens", "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms")},
+        ),
+        (
+            "Bodies",
+            {
+                "fields": (
+                    "capture",
+                    "bodies_truncated",
+                    "modifications_json",
+                    "request_body_json",
+                    "forwarded_body_json",
+                    "response_body_json",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "api_key_id",
+        "policy_id",
+        "modifications_json",
+        "request_body_json",
+        "forwarded_body_json",
+        "response_body_json",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_changelist(self, request, **kwargs):
+        return AuditChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        # The admin's own lookups are case-insensitive (UPPER() on both sides), which no index serves;
+        # request ids and key prefixes are case-sensitive anyway.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if len(term) >= VISIBLE_PREFIX_LENGTH:
+            by_key = Q(key_prefix=term[:VISIBLE_PREFIX_LENGTH])
+        else:
+            by_key = Q(key_prefix__startswith=term)
+        return queryset.filter(Q(request_id=term) | by_key), False
+
+    @admin.display(description="API key id")
+    def api_key_id(self, obj: AuditRecord):
+        # The id only: the key may have been deleted since (no database constraint), so never follow it.
+        return obj.api_key_id
+
+    @admin.display(description="Policy id")
+    def policy_id(self, obj: AuditRecord):
+        return obj.policy_id
+
+    @admin.display(description="Modifications")
+    def modifications_json(self, obj: AuditRecord) -> str:
+        return pretty_json(obj.modifications)
+
+    @admin.display(description="Request (as received)")
+    def request_body_json(self, obj: AuditRecord) -> str:
+        return pretty_json(obj.request_body)
+
+    @admin.display(description="Request (as forwarded)")
+    def forwarded_body_json(self, obj: AuditRecord) -> str:
+        return pretty_json(obj.forwarded_body)
+
+    @admin.display(description="Response")
+    def response_body_json(self, obj: AuditRecord) -> str:
+        return pretty_json(obj.response_body)

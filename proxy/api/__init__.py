@@ -1,0 +1,1 @@
+"""The audit REST API under /api/ (Django REST Framework)."""

@@ -1,0 +1,509 @@
+"""The audit writer: each record is spooled to disk before the response ends, then batched into the database."""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, connection
+
+from proxy.audit import METADATA, audit_line, audit_record_from, secret_needles
+from proxy.exchange import Exchange
+from proxy.models import AuditRecord
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_MAX_BYTES = 8 * 1024 * 1024
+# AUDIT_QUEUE_MAX counts records; this caps their bytes, since one full-capture record can weigh a megabyte.
+QUEUE_MAX_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
+# After a failed spool write, records go to memory only for this long before the disk is tried again.
+SPOOL_RETRY_SECONDS = 1.0
+# Dead workers' files are looked for at start and then this often (a sibling may have died meanwhile).
+ORPHAN_SCAN_SECONDS = 30.0
+STOP_GRACE_SECONDS = 10.0
+SEGMENT_GLOB = "audit-*.jsonl"
+TEMPORARY_GLOB = ".audit-*.tmp"
+REJECTED_FILE = "rejected.jsonl"
+# What one row refused by the database looks like; anything else (connection lost) is retried.
+ROW_ERRORS = (DataError, IntegrityError, ValidationError, ValueError, TypeError)
+FIELD_NAMES = frozenset(field.attname for field in AuditRecord._meta.concrete_fields)
+
+
+# --- the spool --------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Segment:
+    """One spool file, locked by its owner: whole lines up to `size`, `committed` of them in the database."""
+
+    path: Path
+    fd: int
+    size: int = 0
+    records: int = 0
+    committed: int = 0
+    sealed: bool = False  # takes no more appends
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.committed >= self.records
+
+    def close(self, *, delete: bool) -> None:
+        # Unlinked while still locked: a claimer never gets to replay a file that is finished.
+        if delete:
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+class Spool:
+    """This process's append-only spool files, and the ones it claimed from dead processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.segments: list[Segment] = []  # oldest first; an unsealed last one takes the appends
+        self.orphans: list[Segment] = []
+        self.failing_until = 0.0
+        self._name = f"audit-{os.getpid()}-{secrets.token_hex(4)}"
+        self._sequence = 0
+
+    def append(self, line: bytes) -> tuple[Segment, int] | None:
+        """Writes one line (no fsync: surviving the process is enough); where it went, or None."""
+        if time.monotonic() < self.failing_until:
+            return None
+        segment = None
+        try:
+            segment = self._writable()
+            if os.write(segment.fd, line) != len(line):
+                raise OSError("short write to the audit spool")
+        except OSError:
+            self._failed(segment)
+            return None
+        offset = segment.size
+        segment.size += len(line)
+        segment.records += 1
+        return segment, offset
+
+    def _writable(self) -> Segment:
+        active = self.segments[-1] if self.segments and not self.segments[-1].sealed else None
+        if active is not None and active.size < SEGMENT_MAX_BYTES:
+            return active
+        if active is not None:
+            active.sealed = True
+        self.segments.append(self._create())
+        return self.segments[-1]
+
+    def _create(self) -> Segment:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._sequence += 1
+        name = f"{self._name}-{self._sequence:06d}.jsonl"
+        temporary = self.directory / f".{name}.tmp"
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            # Locked before it bears a name claimers look for: nobody can take a live worker's file.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(temporary, self.directory / name)
+        except OSError:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        return Segment(self.directory / name, fd)
+
+    def _failed(self, segment: Segment | None) -> None:
+        if time.monotonic() >= self.failing_until:
+            logger.error("audit spool in %s is not writable; records are kept in memory only", self.directory)
+        self.failing_until = time.monotonic() + SPOOL_RETRY_SECONDS
+        if segment is not None:
+            # Cut a partial line off, and append no more to this file: what it holds stays readable.
+            with contextlib.suppress(OSError):
+                os.ftruncate(segment.fd, segment.size)
+            segment.sealed = True
+
+    def claim_orphans(self) -> list[Segment]:
+        """Takes over the files no live process holds (their owner died); runs in the writer's thread."""
+        claimed = []
+        for path in sorted(self.directory.glob(TEMPORARY_GLOB)):
+            # Left by a process that died while creating a file: empty by construction.
+            if (segment := _locked(path)) is not None:
+                segment.close(delete=True)
+        for path in sorted(self.directory.glob(SEGMENT_GLOB)):
+            if (segment := _locked(path)) is not None:
+                segment.records, segment.size = whole_lines(segment.fd)
+                segment.sealed = True
+                claimed.append(segment)
+        return claimed
+
+    def close(self) -> None:
+        """Releases every file: finished ones are deleted, the rest wait for the next start."""
+        for segment in self.segments + self.orphans:
+            segment.sealed = True
+            segment.close(delete=segment.done)
+        self.segments, self.orphans = [], []
+
+
+def _locked(path: Path) -> Segment | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink > 0:  # not replayed and deleted by another claimer meanwhile
+            return Segment(path, fd)
+    except OSError:  # held by a live process
+        pass
+    os.close(fd)
+    return None
+
+
+def whole_lines(fd: int) -> tuple[int, int]:
+    """How many complete lines the file holds, and where the last one ends (a torn tail is ignored)."""
+    count = end = offset = 0
+    while chunk := os.pread(fd, READ_CHUNK_BYTES, offset):
+        count += chunk.count(b"\n")
+        if (last := chunk.rfind(b"\n")) >= 0:
+            end = offset + last + 1
+        offset += len(chunk)
+    return count, end
+
+
+def read_lines(fd: int, offset: int, end: int, limit: int) -> list[bytes]:
+    """Up to `limit` whole lines from `offset`, never past `end`."""
+    lines: list[bytes] = []
+    chunk_size = READ_CHUNK_BYTES
+    while offset < end and len(lines) < limit:
+        data = os.pread(fd, min(chunk_size, end - offset), offset)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if offset + len(data) >= end:
+                break  # a torn tail: cannot happen below `end`, but never loop on it
+            chunk_size *= 2  # one line longer than a chunk
+            continue
+        for piece in data[:cut].split(b"\n")[:-1][: limit - len(lines)]:
+            lines.append(piece + b"\n")
+            offset += len(piece) + 1
+    return lines
+
+
+# --- the writer -------------------------------------------------------------------------
+
+Cursor = tuple[Segment, int]
+Pending = tuple[Segment | None, bytes]  # None: the spool refused it, it lives in memory only
+
+
+@dataclass
+class WriterStats:
+    accepted: int = 0  # records handed to record()
+    committed: int = 0  # records the database has (replays of already stored ones included)
+    recovered: int = 0  # records found in dead processes' spool files
+    unspooled: int = 0  # records the spool refused, kept in memory only
+    dropped: int = 0  # records lost (spool refused and memory full), each one logged
+    rejected: int = 0  # records the database refused, kept in rejected.jsonl
+    write_errors: int = 0  # failed batch attempts, each one retried
+
+
+class AuditWriter:
+    """Per-process audit writer: `record()` spools and queues, a background task inserts in batches.
+
+    The queue holds spool lines, bounded by AUDIT_QUEUE_MAX records (and QUEUE_MAX_BYTES). When it
+    is full, records go to the spool only and the writer reads them back from there, in order, once
+    it has drained the queue: memory stays bounded however long the database is away.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+        self.stats = WriterStats()
+        self.last_error: str | None = None
+        self._spool: Spool | None = None
+        self._secrets: tuple[bytes, ...] = ()
+        self._queue: deque[Pending] = deque()
+        self._queued_bytes = 0
+        self._spill: Cursor | None = None  # first record that is in the spool only, not in the queue
+        self._recovery: Cursor | None = None  # next record to replay from a dead process's file
+        self._backlog = 0
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._stopping = False
+        self._scanned_at = float("-inf")
+
+    # --- the request path: called on the event loop, never blocks on the database, never raises
+
+    def record(self, exchange: Exchange) -> None:
+        """Spools the finished exchange's record and queues it for the database."""
+        line = self._line(exchange)
+        if line is None:
+            return
+        spool = self._spool or self._open_spool()
+        where = spool.append(line)
+        self.stats.accepted += 1
+        self._backlog += 1
+        if where is None:
+            self.stats.unspooled += 1
+        elif self._spill is not None:
+            return  # read back from the spool in its turn
+        if len(self._queue) >= settings.AUDIT_QUEUE_MAX or self._queued_bytes + len(line) > QUEUE_MAX_BYTES:
+            self._overflow(where, exchange.request_id)
+            return
+        self._queue.append((where[0] if where else None, line))
+        self._queued_bytes += len(line)
+        if self._wake is not None and len(self._queue) >= settings.AUDIT_BATCH_SIZE:
+            self._wake.set()
+
+    def _line(self, exchange: Exchange) -> bytes | None:
+        try:
+            return audit_line(audit_record_from(exchange), secrets=self._secrets)
+        except Exception:
+            logger.exception("audit record of request %s could not be built; keeping metadata", exchange.request_id)
+        try:
+            return audit_line(audit_record_from(exchange, capture=METADATA), secrets=self._secrets)
+        except Exception:
+            self.stats.dropped += 1
+            logger.exception("audit record of request %s could not be built; dropped", exchange.request_id)
+            return None
+
+    def _overflow(self, where: Cursor | None, request_id: str) -> None:
+        if where is not None:
+            self._spill = where
+            return
+        self.stats.dropped += 1
+        self._backlog -= 1
+        logger.error("audit record of request %s dropped: spool not writable and queue full", request_id)
+
+    def _open_spool(self) -> Spool:
+        self._spool = Spool(self.directory or settings.AUDIT_SPOOL_DIR)
+        self._secrets = secret_needles(settings.LITELLM_API_KEY)
+        return self._spool
+
+    # --- lifecycle and status
+
+    async def start(self) -> None:
+        """Starts the background task; dead processes' spool files are replayed first."""
+        if self._task is not None:
+            return
+        if self._spool is None:
+            self._open_spool()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Writes everything pending; what the database will not take in time stays spooled for the next start."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._close()
+
+    def backlog(self) -> int:
+        """Records accepted and not yet in the database (including those recovered from dead processes)."""
+        return self._backlog
+
+    def status(self) -> dict[str, Any]:
+        """What /ready and /metrics report; `problem` is set when records are at risk."""
+        problem = None
+        if self._spool is not None and time.monotonic() < self._spool.failing_until:
+            problem = "spool_not_writable"
+        elif self._task is not None and self._task.done():
+            problem = "writer_stopped"
+        return {
+            "backlog": self._backlog,
+            "queued": len(self._queue),
+            "running": self._task is not None and not self._task.done(),
+            "problem": problem,
+            "last_error": self.last_error,
+            **asdict(self.stats),
+        }
+
+    def _close(self) -> None:
+        if self._backlog:
+            unspooled = sum(1 for segment, _ in self._queue if segment is None)
+            logger.error(
+                "audit writer stopped with %d records not in the database; %d were in memory only and are lost, "
+                "the rest stay in %s for the next start",
+                self._backlog,
+                unspooled,
+                self._spool.directory if self._spool else "the spool",
+            )
+        if self._spool is not None:
+            self._spool.close()
+        self._spool, self._spill, self._recovery = None, None, None
+        self._queue.clear()
+        self._queued_bytes = self._backlog = 0
+        self._stopping = False
+
+    # --- the background task
+
+    async def _run(self) -> None:
+        batch: list[Pending] = []
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                batch = batch or await self._next_batch()
+                if not batch:
+                    if self._stopping:
+                        return
+                    await self._idle()
+                    continue
+                rejected = await self._in_thread(insert_lines, [line for _, line in batch], self._spool.directory)
+            except Exception as exc:
+                self._failed(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            self._committed(batch, rejected)
+            batch, backoff = [], BACKOFF_MIN
+
+    async def _next_batch(self) -> list[Pending]:
+        spool = self._spool
+        if self._recovery is None and time.monotonic() - self._scanned_at > ORPHAN_SCAN_SECONDS:
+            await self._claim_orphans()
+        while self._recovery is not None:
+            self._recovery, batch = await self._read(self._recovery, spool.orphans)
+            if batch:
+                return batch
+        if self._queue:
+            size = min(len(self._queue), settings.AUDIT_BATCH_SIZE)
+            batch = [self._queue.popleft() for _ in range(size)]
+            self._queued_bytes -= sum(len(line) for _, line in batch)
+            return batch
+        while self._spill is not None:
+            self._spill, batch = await self._read(self._spill, spool.segments)
+            if batch:
+                return batch
+        self._release_done()
+        return []
+
+    async def _claim_orphans(self) -> None:
+        self._scanned_at = time.monotonic()
+        claimed = await self._in_thread(self._spool.claim_orphans)
+        if not claimed:
+            return
+        records = sum(segment.records for segment in claimed)
+        logger.warning("audit writer: replaying %d records from %d spool files of dead workers", records, len(claimed))
+        self._spool.orphans.extend(claimed)
+        self._recovery = (claimed[0], 0)
+        self._backlog += records
+        self.stats.recovered += records
+
+    async def _read(self, cursor: Cursor, segments: list[Segment]) -> tuple[Cursor | None, list[Pending]]:
+        """The next lines from a spool position, and where to read after them (None: caught up)."""
+        segment, offset = cursor
+        lines = await self._in_thread(read_lines, segment.fd, offset, segment.size, settings.AUDIT_BATCH_SIZE)
+        offset += sum(len(line) for line in lines)
+        batch = [(segment, line) for line in lines]
+        if offset < segment.size:
+            return (segment, offset), batch
+        if not segment.sealed:
+            return None, batch  # caught up with the file still being written: new records queue again
+        index = segments.index(segment)
+        return ((segments[index + 1], 0) if index + 1 < len(segments) else None), batch
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.AUDIT_FLUSH_INTERVAL):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _in_thread(self, function, *args):
+        # Our own thread, not asgiref's shared one: a slow database must not stall the request path's sync calls.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.write_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}".strip()[:300]
+        logger.warning("audit batch not written (%s); retrying, %d records waiting", self.last_error, self._backlog)
+
+    def _committed(self, batch: list[Pending], rejected: int) -> None:
+        for segment, count in Counter(segment for segment, _ in batch if segment is not None).items():
+            segment.committed += count
+        self._backlog -= len(batch)
+        self.stats.committed += len(batch) - rejected
+        self.stats.rejected += rejected
+        self.last_error = None
+        self._release_done()
+
+    def _release_done(self) -> None:
+        """Deletes spool files whose every record is in the database."""
+        reading = {cursor[0] for cursor in (self._spill, self._recovery) if cursor is not None}
+        for segments in (self._spool.segments, self._spool.orphans):
+            for segment in [s for s in segments if s.done and s not in reading]:
+                segments.remove(segment)
+                segment.close(delete=True)
+
+
+# --- the database side: runs in the writer's thread ----------------------------------------
+
+
+def audit_model_from(fields: dict[str, Any]) -> AuditRecord:
+    # Fields a newer or older version wrote are ignored: a spool survives upgrades.
+    return AuditRecord(**{name: value for name, value in fields.items() if name in FIELD_NAMES})
+
+
+def insert_lines(lines: list[bytes], directory: Path) -> int:
+    """Inserts spool lines in one statement; returns how many the database refused (kept in `directory`)."""
+    try:
+        records, refused = [], []
+        for line in lines:
+            try:
+                records.append((line, audit_model_from(orjson.loads(line))))
+            except ROW_ERRORS:
+                refused.append(line)
+        try:
+            AuditRecord.objects.bulk_create([record for _, record in records], ignore_conflicts=True)
+        except ROW_ERRORS:
+            refused += _insert_one_by_one(records)
+        _keep_refused(refused, directory / REJECTED_FILE)
+        return len(refused)
+    finally:
+        # Back to the pool now: this thread may sleep for a long time before the next batch.
+        connection.close()
+
+
+def _insert_one_by_one(records: list[tuple[bytes, AuditRecord]]) -> list[bytes]:
+    refused = []
+    for line, record in records:
+        try:
+            AuditRecord.objects.bulk_create([record], ignore_conflicts=True)
+        except ROW_ERRORS:
+            refused.append(line)
+    return refused
+
+
+def _keep_refused(lines: list[bytes], path: Path) -> None:
+    if not lines:
+        return
+    logger.error("the database refused %d audit records; they are kept in %s", len(lines), path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b"".join(lines))
+        finally:
+            os.close(fd)
+    except OSError:
+        # Their heads (record and request ids, time, key prefix) at least, never their bodies.
+        heads = [line[:200].decode(errors="replace") for line in lines]
+        logger.exception("could not keep %d refused audit records: %s", len(lines), heads)
+
+
+audit_writer = AuditWriter()
