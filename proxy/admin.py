@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
@@ -49,58 +49,75 @@ def recent_values(field: str) -> list:
     return sorted({value for value in newest if value not in (None, "")})
 
 
-class KeyPrefixFilter(admin.SimpleListFilter):
+class AuditListFilter(admin.SimpleListFilter):
+    """A list filter whose chosen value keeps filtering even when it is no longer offered."""
+
+    def options(self) -> list[tuple]:
+        raise NotImplementedError
+
+    def filter(self, queryset: QuerySet, value: str) -> QuerySet:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        options = self.options()
+        # A deleted key or a model not seen lately must still filter (a filter without choices is dropped).
+        selected = self.value()
+        if selected and all(str(value) != selected for value, _ in options):
+            options.append((selected, selected))
+        return options
+
+    def queryset(self, request, queryset):
+        return self.filter(queryset, self.value()) if self.value() else queryset
+
+
+class KeyPrefixFilter(AuditListFilter):
     title = "API key"
     parameter_name = "key_prefix"
 
-    def lookups(self, request, model_admin):
+    def options(self) -> list[tuple]:
         # From the keys table (small); records of a deleted key are found by searching its prefix.
         return [(prefix, f"{name} ({prefix}…)") for prefix, name in ApiKey.objects.values_list("prefix", "name")]
 
-    def queryset(self, request, queryset):
-        return queryset.filter(key_prefix=self.value()) if self.value() else queryset
+    def filter(self, queryset: QuerySet, value: str) -> QuerySet:
+        return queryset.filter(key_prefix=value)
 
 
-class PolicyFilter(admin.SimpleListFilter):
+class PolicyFilter(AuditListFilter):
     title = "policy"
     parameter_name = "policy"
 
-    def lookups(self, request, model_admin):
+    def options(self) -> list[tuple]:
         # By id, which the audit_policy_time index serves and which survives a rename.
         return list(Policy.objects.order_by("name").values_list("id", "name"))
 
-    def queryset(self, request, queryset):
-        value = self.value() or ""
-        return queryset.filter(policy_id=int(value)) if value.isdigit() else queryset
+    def filter(self, queryset: QuerySet, value: str) -> QuerySet:
+        return queryset.filter(policy_id=int(value)) if value.isdigit() else queryset.none()
 
 
-class ModelFilter(admin.SimpleListFilter):
+class ModelFilter(AuditListFilter):
     title = "model"
     parameter_name = "model"
 
-    def lookups(self, request, model_admin):
+    def options(self) -> list[tuple]:
         return [(model, model) for model in recent_values("model_requested")]
 
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        return queryset.filter(Q(model_requested=self.value()) | Q(model_upstream=self.value()))
+    def filter(self, queryset: QuerySet, value: str) -> QuerySet:
+        return queryset.filter(Q(model_requested=value) | Q(model_upstream=value))
 
 
-class StatusFilter(admin.SimpleListFilter):
+class StatusFilter(AuditListFilter):
     title = "status"
     parameter_name = "status"
 
-    def lookups(self, request, model_admin):
+    def options(self) -> list[tuple]:
         classes = [(f"{digit}xx", f"{digit}xx") for digit in (2, 4, 5)]
         return classes + [(str(code), str(code)) for code in recent_values("status_code")]
 
-    def queryset(self, request, queryset):
-        value = self.value() or ""
+    def filter(self, queryset: QuerySet, value: str) -> QuerySet:
         if value[:1].isdigit() and value[1:] == "xx":
             low = int(value[0]) * 100
             return queryset.filter(status_code__gte=low, status_code__lt=low + 100)
-        return queryset.filter(status_code=int(value)) if value.isdigit() else queryset
+        return queryset.filter(status_code=int(value)) if value.isdigit() else queryset.none()
 
 
 def pretty_json(value) -> str:

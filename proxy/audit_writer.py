@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import time
 from collections import Counter, deque
@@ -197,6 +198,12 @@ def read_lines(fd: int, offset: int, end: int, limit: int) -> list[bytes]:
     return lines
 
 
+def spool_directory() -> Path:
+    """AUDIT_SPOOL_DIR/<database name>: a spool is only ever replayed into the database it was meant for."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(settings.DATABASES["default"]["NAME"])).strip("._")
+    return Path(settings.AUDIT_SPOOL_DIR) / (name[-64:] or "default")
+
+
 # --- the writer -------------------------------------------------------------------------
 
 Cursor = tuple[Segment, int]
@@ -283,7 +290,7 @@ class AuditWriter:
         logger.error("audit record of request %s dropped: spool not writable and queue full", request_id)
 
     def _open_spool(self) -> Spool:
-        self._spool = Spool(self.directory or settings.AUDIT_SPOOL_DIR)
+        self._spool = Spool(self.directory or spool_directory())
         self._secrets = secret_needles(settings.LITELLM_API_KEY)
         return self._spool
 

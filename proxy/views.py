@@ -115,7 +115,8 @@ async def ready(request) -> HttpResponse:
     if audit["problem"]:
         problems["audit"] = audit["problem"]
     if problems:
-        return json_response({"status": "unavailable", "problems": problems, "audit_backlog": audit["backlog"]}, status=503)
+        body = {"status": "unavailable", "problems": problems, "audit_backlog": audit["backlog"]}
+        return json_response(body, status=503)
     return json_response({"status": "ready", "audit_backlog": audit["backlog"]})
 
 

@@ -9,3 +9,10 @@ from aiproxy.settings import *  # noqa: E402,F403
 
 # Fast hashing for the few users tests create.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not the shared in-memory database: the server thread and the tests use separate
+    # connections, and SQLite's shared-cache mode locks whole tables between them.
+    # One file per run, so that parallel runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20  # noqa: F405

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.db import connections
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 
@@ -139,3 +140,5 @@ async def test_under_asgi_the_export_streams_from_an_async_iterator(monkeypatch)
     assert len(chunks) == 2
     lines = b"".join(chunks).decode().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ["r3", "r2", "r1"]
+    # The sync thread's connection is nobody's to close otherwise, and would block dropping the test database.
+    await sync_to_async(connections.close_all)()

@@ -140,11 +140,11 @@ def test_redaction_across_a_split_in_a_stream(policy_client):
     client = policy_client(response_redactions=[{"pattern": r"secret-\d+", "replacement": "[redacted]"}])
     pieces = ["The code is sec", "ret-12", "34, keep it."]
 
-    stream = client.chat.completions.create(
+    with client.chat.completions.create(
         model="gpt-4o", messages=HI, stream=True, extra_headers={"x-fake-chunks": json.dumps(pieces)}
-    )
-    policy_header = stream.response.headers["x-aiproxy-policy"]
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    ) as stream:
+        policy_header = stream.response.headers["x-aiproxy-policy"]
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
     assert text == "The code is [redacted], keep it."
     assert policy_header == "under-test"

@@ -56,15 +56,19 @@ def audit_usage_list(
         "total_tokens": Coalesce(Sum("total_tokens"), Value(0)),
         "mean_duration_ms": Avg("duration_ms"),
     }
-    postgres = connections[queryset.db].vendor == "postgresql"
-    if postgres:
+    in_database = has_percentile_cont(queryset.db)
+    if in_database:
         aggregates["p95_duration_ms"] = PercentileCont("duration_ms", fraction=P95)
     rows = list(groups.annotate(**aggregates).order_by(*USAGE_GROUP))
-    if not postgres:
+    if not in_database:
         p95s = _p95_by_group(groups)
         for row in rows:
             row["p95_duration_ms"] = p95s.get(tuple(row[name] for name in USAGE_GROUP))
     return rows
+
+
+def has_percentile_cont(database: str) -> bool:
+    return connections[database].vendor == "postgresql"
 
 
 def _p95_by_group(groups: QuerySet) -> dict[tuple, float]:

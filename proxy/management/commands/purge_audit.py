@@ -97,6 +97,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
 
     def handle(self, *args, older_than: timedelta, batch_size: int, dry_run: bool, **options) -> None:
+        self.verbosity = options["verbosity"]
         scopes = retention_scopes(older_than=older_than, now=timezone.now())
         verb = "Would delete" if dry_run else "Deleted"
         total = 0
