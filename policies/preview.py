@@ -1,4 +1,5 @@
 """What a policy would do to a sample request: the admin's preview, built on the engine alone."""
+
 import difflib
 import json
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ def policy_preview(*, spec: PolicySpec, endpoint: str, body_text: str, key_name:
     if not isinstance(body, dict):
         return Preview(error="The sample must be a JSON object.")
     try:
-        plan = engine.apply_request(spec, endpoint, body, engine.RequestContext(key_name=key_name, client_ip="127.0.0.1"))
+        plan = engine.apply_request(
+            spec, endpoint, body, engine.RequestContext(key_name=key_name, client_ip="127.0.0.1")
+        )
     except engine.PolicyRejection as rejection:
         return Preview(rejection=f"{rejection.status} {rejection.code}: {rejection.message}")
     original, forwarded = _pretty(body).splitlines(), _pretty(plan.body).splitlines()

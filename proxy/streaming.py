@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 
-from policies.engine import StreamRewriter
+from policies.streams import StreamRewriter
 from proxy.errors import upstream_cut, upstream_timeout
 from proxy.exchange import Exchange, Outcome
 from proxy.upstream import UPSTREAM_ERRORS, is_timeout

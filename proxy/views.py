@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from policies import engine
 from policies.cache import KeyContext
+from policies.streams import StreamRewriter, stream_needs_rewrite
 from proxy import upstream
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import MODELS, OTHER, Endpoint
@@ -250,10 +251,10 @@ def response_context(exchange: Exchange) -> engine.ResponseContext:
     )
 
 
-def stream_rewriter(exchange: Exchange, endpoint: Endpoint) -> engine.StreamRewriter | None:
+def stream_rewriter(exchange: Exchange, endpoint: Endpoint) -> StreamRewriter | None:
     spec = exchange.key.policy
-    if settings.ENABLE_RESPONSE_MODIFICATION and engine.stream_needs_rewrite(spec, endpoint.name):
-        return engine.StreamRewriter(spec, endpoint.name)
+    if settings.ENABLE_RESPONSE_MODIFICATION and stream_needs_rewrite(spec, endpoint.name):
+        return StreamRewriter(spec, endpoint.name)
     return None
 
 

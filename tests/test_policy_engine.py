@@ -21,15 +21,14 @@ from policies.engine import (
     PolicyRejection,
     RequestContext,
     ResponseContext,
-    StreamRewriter,
     apply_request,
     apply_response,
     filter_models_list,
     model_allowed,
     redact_text,
-    stream_needs_rewrite,
 )
 from policies.spec import DEFAULT_CONTENT, PASS_THROUGH, STREAM_HOLD_LIMIT, PolicySpec
+from policies.streams import StreamRewriter, stream_needs_rewrite
 
 ALICE = RequestContext(key_name="alice-laptop", client_ip="203.0.113.7")
 
