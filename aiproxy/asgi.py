@@ -1,6 +1,7 @@
 """ASGI entry: Django behind a lifespan handler, with a lean handler for the proxy's own paths."""
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -12,6 +13,8 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402  (after setup)
 from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import get_script_prefix  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from aiproxy import lifecycle  # noqa: E402
@@ -52,6 +55,49 @@ class ProxyPathHandler(ASGIHandler):
 
     async def __call__(self, scope, receive, send):
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        """Django's ASGIHandler.handle without its two thread hops per request.
+
+        The stock method sends request_started through ``asend`` and closes the
+        response through ``sync_to_async``: each a hop to the sync thread, for
+        receivers (database connection housekeeping) that have nothing to do on a
+        path that never opens a connection in this thread. request_started is not
+        sent; the response is closed inline, so request_finished still fires.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            await self.send_response(error_response, send)
+            return
+        response = await self.respond_until_disconnect(request, receive, send)
+        if response is not None:
+            response.close()
+
+    async def respond_until_disconnect(self, request, receive, send):
+        """Serve the request; a client that leaves cancels it (and so closes its upstream stream)."""
+        serving = asyncio.create_task(self.serve(request, send))
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        await asyncio.wait((serving, listening), return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+            await listening
+        if not serving.done():
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            return None
+        return serving.result()
+
+    async def serve(self, request, send):
+        response = await self.run_get_response(request)
+        with contextlib.suppress(asyncio.CancelledError):  # the client left while we were sending
+            await self.send_response(response, send)
+        return response
 
     async def read_body(self, receive):
         limit = settings.MAX_REQUEST_BYTES
