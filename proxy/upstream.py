@@ -74,10 +74,12 @@ async def close() -> None:
 
 def request_headers(incoming, *, request_id: str, content_type: str | None) -> dict[str, str]:
     """The headers to send upstream, from the client's (any case) less credentials and hop-by-hop ones."""
+    # Headers the client's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
+    nominated = {token.strip().lower() for token in incoming.get("connection", "").split(",")}
     headers = {}
     for name, value in incoming.items():
         name = name.lower()
-        if name not in HOP_BY_HOP and name not in CLIENT_ONLY and name != "content-type":
+        if name not in HOP_BY_HOP and name not in CLIENT_ONLY and name not in nominated and name != "content-type":
             headers[name] = value
     if content_type:
         headers["content-type"] = content_type

@@ -85,3 +85,34 @@ def test_admin_without_trailing_slash_redirects(live):
 
     assert response.status_code == 301
     assert response.headers["location"] == "/admin/"
+
+
+def test_chunked_body_over_the_limit_is_413(live, alice_key, settings):
+    settings.MAX_REQUEST_BYTES = 1000
+
+    def chunks():
+        yield b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}]}'
+
+    response = post(live, alice_key, content=chunks(), headers={"Content-Type": "application/json"})
+
+    assert_openai_error(response, 413, "request_too_large")
+
+
+def test_cors_preflight_from_an_allowed_origin(live, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+
+    response = httpx.options(
+        live.url + "/v1/chat/completions",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "authorization" in response.headers["access-control-allow-headers"]
