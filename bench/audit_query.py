@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/aiproxy_audit_bench"
 KEYS = 200
@@ -42,7 +43,8 @@ SELECT
     jsonb_build_object('model', model || '-2024-07-18', 'stream', r.stream, 'temperature', 0.3, 'messages',
         jsonb_build_array(
             jsonb_build_object('role', 'system', 'content', 'You are a helpful assistant of ACME Corp.'),
-            jsonb_build_object('role', 'user', 'content', 'Question ' || i || ' about ' || topic || ', please be brief.'))),
+            jsonb_build_object('role', 'user', 'content',
+                'Question ' || i || ' about ' || topic || ', please be brief.'))),
     jsonb_build_object('id', 'chatcmpl-' || i, 'object', 'chat.completion', 'choices', jsonb_build_array(
         jsonb_build_object('index', 0, 'finish_reason', 'stop', 'message',
             jsonb_build_object('role', 'assistant', 'content', 'Here is a short answer about ' || topic || '.')))),
@@ -86,7 +88,7 @@ def database_create(database_url: str) -> None:
     maintenance = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(maintenance, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             print(f"created database {name}")
 
 

@@ -1,12 +1,14 @@
 """Read-only admin for the audit log: browse, filter and read records, never change them."""
 
 import json
+from datetime import date, datetime, time, timedelta
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
@@ -38,10 +40,37 @@ class EstimatedCountPaginator(Paginator):
         return estimate if estimate > ESTIMATE_ABOVE else super().count
 
 
+class CalendarQuerySet(QuerySet):
+    """datetimes() from the first and last record rather than a DISTINCT over every row.
+
+    The date hierarchy calls it on each changelist load; on a million records the DISTINCT took
+    220 ms of a 290 ms page. The price: a month or day without records is listed too (and shows none).
+    """
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        day, last = timezone.localtime(bounds["first"]).date(), timezone.localtime(bounds["last"]).date()
+        days = []
+        while day <= last:
+            days.append(day)
+            day += timedelta(days=1)
+        starts = sorted({calendar_start(day, kind) for day in days}, reverse=order == "DESC")
+        return [datetime.combine(start, time.min, tzinfo=timezone.get_current_timezone()) for start in starts]
+
+
+def calendar_start(day: date, kind: str) -> date:
+    if kind == "year":
+        return day.replace(month=1, day=1)
+    return day.replace(day=1) if kind == "month" else day
+
+
 class AuditChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         # The list shows no bodies, and a page of 100 records with theirs can weigh megabytes.
-        return super().get_queryset(request, exclude_parameters).defer(*BODY_FIELDS)
+        queryset = super().get_queryset(request, exclude_parameters).defer(*BODY_FIELDS)
+        return CalendarQuerySet(model=queryset.model, query=queryset.query, using=queryset.db)
 
 
 def recent_values(field: str) -> list:

@@ -1,8 +1,7 @@
 """The audit API's list and detail: filters, cursor pagination, permissions, read-only, schema."""
 
 import uuid
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -13,7 +12,7 @@ from rest_framework.test import APIClient
 
 from proxy.models import AuditRecord
 
-NOW = datetime(2025, 3, 14, 12, 0, tzinfo=dt_timezone.utc)
+NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 LIST = "/api/audit/"
 BODY_FIELDS = {"request_body", "forwarded_body", "response_body"}
 
@@ -370,4 +369,3 @@ def test_interactive_docs_render():
 
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
-

@@ -3,18 +3,20 @@
 import csv
 import io
 import json
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+import warnings
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from django.db import connections
 from django.http import StreamingHttpResponse
 from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
 
 from proxy.api.serializers import ALL_FIELDS, METADATA_FIELDS
 from tests.test_audit_api import audit_record_create, auditor_create, client_for
 
-NOW = datetime(2025, 3, 14, 12, 0, tzinfo=dt_timezone.utc)
+NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 JSONL = "/api/audit/export.jsonl"
 CSV = "/api/audit/export.csv"
 
@@ -100,11 +102,11 @@ def test_an_empty_csv_export_still_has_its_header(api):
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(api):
-    audit_record_create(user_agent="=HYPERLINK(\"http://evil\")", modifications=[{"op": "set"}], stream=True)
+    audit_record_create(user_agent='=HYPERLINK("http://evil")', modifications=[{"op": "set"}], stream=True)
 
     row = next(csv.DictReader(io.StringIO(body(api.get(CSV)))))
 
-    assert row["user_agent"] == "'=HYPERLINK(\"http://evil\")"
+    assert row["user_agent"] == '\'=HYPERLINK("http://evil")'
     assert json.loads(row["modifications"]) == [{"op": "set"}]
     assert row["stream"] == "true"
 
@@ -142,3 +144,21 @@ async def test_under_asgi_the_export_streams_from_an_async_iterator(monkeypatch)
     assert [json.loads(line)["request_id"] for line in lines] == ["r3", "r2", "r1"]
     # The sync thread's connection is nobody's to close otherwise, and would block dropping the test database.
     await sync_to_async(connections.close_all)()
+
+
+def test_over_a_real_socket_the_export_streams_without_buffering(live, monkeypatch):
+    """aiproxy under uvicorn: the export arrives chunked, and Django never falls back to reading it whole."""
+    monkeypatch.setattr("proxy.api.exports.CHUNK_ROWS", 2)
+    for minutes in (1, 2, 3):
+        audit_record_create(request_id=f"r{minutes}", created_at=NOW - timedelta(minutes=minutes))
+    token = Token.objects.create(user=auditor_create())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with httpx.stream("GET", live.url + CSV, headers={"Authorization": f"Token {token.key}"}) as response:
+            content = response.read().decode()
+
+    assert response.status_code == 200
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert [row["request_id"] for row in csv.DictReader(io.StringIO(content))] == ["r3", "r2", "r1"]
+    assert not [w for w in caught if "StreamingHttpResponse" in str(w.message)]

@@ -1,7 +1,6 @@
 """Usage aggregates: requests, errors, tokens, mean and p95 duration per key, model and day or hour."""
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -10,7 +9,7 @@ from proxy.api.selectors import percentile
 from tests.test_audit_api import audit_record_create, auditor_create, client_for
 
 USAGE = "/api/usage/"
-MARCH_10 = datetime(2025, 3, 10, tzinfo=dt_timezone.utc)
+MARCH_10 = datetime(2025, 3, 10, tzinfo=UTC)
 MARCH_11 = MARCH_10 + timedelta(days=1)
 RANGE = {"created_after": "2025-03-10T00:00:00Z", "created_before": "2025-03-12T00:00:00Z"}
 ALICE = {"key_prefix": "aip-Alice123", "key_name": "alice-app"}

@@ -84,7 +84,7 @@ def test_hours(db):
     output = purge("--older-than", "1h")
 
     assert remaining() == {"half-hour"}
-    assert "older than 1 hours" in output
+    assert "older than 1 hour (records without a retention of their own)" in output
 
 
 @pytest.mark.django_db

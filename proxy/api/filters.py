@@ -3,10 +3,10 @@
 import re
 from typing import NamedTuple
 
+import django_filters
 from django import forms
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
-import django_filters
 from django_filters import rest_framework as filters
 
 from policies.keys import VISIBLE_PREFIX_LENGTH
@@ -71,9 +71,6 @@ class PolicyField(forms.CharField):
 class StrictBooleanField(forms.Field):
     """Unlike Django's NullBooleanField, a value it does not understand is an error, not "no filter"."""
 
-    # A plain input: the boolean widgets read any unknown value as "no filter" before the field sees it.
-    widget = forms.TextInput
-
     def to_python(self, value) -> bool | None:
         value = (value or "").strip().lower()
         if not value:
@@ -120,6 +117,7 @@ class PolicyFilter(filters.CharFilter):
 
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
+    # Not the rest_framework BooleanFilter: its widget reads an unknown value as "no filter" before the field sees it.
     field_class = StrictBooleanField
 
 

@@ -13,6 +13,8 @@ urlpatterns = [
     path("audit/export.jsonl", views.AuditExportJsonLinesApi.as_view(), name="audit-export-jsonl"),
     path("audit/export.csv", views.AuditExportCsvApi.as_view(), name="audit-export-csv"),
     path("usage/", views.AuditUsageApi.as_view(), name="usage"),
-    path("schema/", SpectacularAPIView.as_view(custom_settings={"DESCRIPTION": views.SCHEMA_DESCRIPTION}), name="schema"),
+    path(
+        "schema/", SpectacularAPIView.as_view(custom_settings={"DESCRIPTION": views.SCHEMA_DESCRIPTION}), name="schema"
+    ),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -39,14 +39,15 @@ def positive_int(value: str) -> int:
 
 
 def describe_age(age: timedelta) -> str:
-    if age % timedelta(days=1):
-        return f"{age // timedelta(hours=1)} hours"
-    return f"{age.days} days"
+    amount, unit = (age // timedelta(hours=1), "hour") if age % timedelta(days=1) else (age.days, "day")
+    return f"{amount} {unit}{'' if amount == 1 else 's'}"
 
 
 def retention_scopes(*, older_than: timedelta, now: datetime) -> list[RetentionScope]:
     """The global retention for records whose policy sets none (or that have none), then one per policy that does."""
-    own = list(Policy.objects.filter(audit_retention_days__isnull=False).values_list("id", "name", "audit_retention_days"))
+    own = list(
+        Policy.objects.filter(audit_retention_days__isnull=False).values_list("id", "name", "audit_retention_days")
+    )
     scopes = [
         RetentionScope(
             f"older than {describe_age(older_than)} (records without a retention of their own)",
@@ -57,7 +58,7 @@ def retention_scopes(*, older_than: timedelta, now: datetime) -> list[RetentionS
     ]
     for policy_id, name, days in own:
         cutoff = now - timedelta(days=days)
-        label = f"of policy {name!r} older than {days} days (the policy's own retention)"
+        label = f"of policy {name!r} older than {describe_age(timedelta(days=days))} (the policy's own retention)"
         scopes.append(RetentionScope(label, AuditRecord.objects.filter(policy_id=policy_id, created_at__lt=cutoff)))
     return scopes
 
@@ -65,8 +66,8 @@ def retention_scopes(*, older_than: timedelta, now: datetime) -> list[RetentionS
 def audit_records_purge(*, records: QuerySet, batch_size: int) -> Iterator[int]:
     """Delete the records oldest first, one short transaction per batch; yields each batch's count.
 
-    One giant DELETE would hold its locks and bloat the WAL for as long as it runs, and the
-    writer's inserts would queue behind it.
+    One giant DELETE is one long transaction: it holds back vacuum on every table while it runs,
+    and an interruption rolls all of it back. Batches commit as they go.
     """
     floor = None
     while True:
