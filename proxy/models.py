@@ -73,6 +73,7 @@ class AuditRecord(models.Model):
             models.Index(fields=["key_prefix", "-created_at"], name="audit_key_time"),
             models.Index(fields=["policy", "policy_version", "-created_at"], name="audit_policy_time"),
             models.Index(fields=["model_requested", "-created_at"], name="audit_model_time"),
+            models.Index(fields=["model_upstream", "-created_at"], name="audit_upstream_model_time"),
             models.Index(fields=["endpoint", "-created_at"], name="audit_endpoint_time"),
             models.Index(fields=["outcome", "-created_at"], name="audit_outcome_time"),
             models.Index(fields=["status_code", "-created_at"], name="audit_status_time"),
