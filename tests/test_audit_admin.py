@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from policies.keys import api_key_create
 from policies.models import Policy
 from proxy.models import AuditRecord
-from tests.test_audit_api import audit_record_create, auditor_create
+from tests.factories import audit_record_create, auditor_create
 
 CHANGELIST = "/admin/proxy/auditrecord/"
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)

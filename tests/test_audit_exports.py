@@ -14,7 +14,7 @@ from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
 from proxy.api.serializers import ALL_FIELDS, METADATA_FIELDS
-from tests.test_audit_api import audit_record_create, auditor_create, client_for
+from tests.factories import audit_record_create, auditor_create, client_for
 
 NOW = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 JSONL = "/api/audit/export.jsonl"

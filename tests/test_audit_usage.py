@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from proxy.api.selectors import percentile
-from tests.test_audit_api import audit_record_create, auditor_create, client_for
+from tests.factories import audit_record_create, auditor_create, client_for
 
 USAGE = "/api/usage/"
 MARCH_10 = datetime(2025, 3, 10, tzinfo=UTC)

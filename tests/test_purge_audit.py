@@ -12,7 +12,7 @@ from django.utils import timezone
 from policies.models import Policy
 from proxy.management.commands.purge_audit import parse_age
 from proxy.models import AuditRecord
-from tests.test_audit_api import audit_record_create
+from tests.factories import audit_record_create
 
 
 def aged(name: str, days: float, **fields) -> AuditRecord:
