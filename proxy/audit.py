@@ -1,16 +1,25 @@
-"""Audit records: what one finished exchange becomes in the audit log, as field values and as a spool line."""
+"""Audit records: built from a finished exchange, written as a spool line, inserted as rows."""
 
+import contextlib
 import hashlib
-import ipaddress
+import logging
 import os
+import socket
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, DataError, IntegrityError, connection
+from django.db.models import JSONField
 
 from proxy.exchange import Exchange
+from proxy.models import AuditRecord
+
+logger = logging.getLogger(__name__)
 
 FULL = "full"
 METADATA = "metadata"
@@ -33,6 +42,11 @@ ERROR_MESSAGE_MAX = 500
 # PositiveIntegerField's range: token counts outside it are the upstream's nonsense, not ours to store.
 TOKENS_MAX = 2**31 - 1
 NUL_ESCAPED = b"\\u0000"
+REJECTED_FILE = "rejected.jsonl"
+# What one row refused by the database looks like; anything else (connection lost) is retried.
+ROW_ERRORS = (DataError, IntegrityError, ValidationError, ValueError, TypeError)
+FIELD_NAMES = frozenset(field.attname for field in AuditRecord._meta.concrete_fields)
+COPY_FIELDS = tuple(field for field in AuditRecord._meta.concrete_fields if not field.primary_key)
 
 
 def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict[str, Any]:
@@ -88,6 +102,108 @@ def audit_line(fields: dict[str, Any], *, secrets: tuple[bytes, ...] = ()) -> by
 def secret_needles(*values: str) -> tuple[bytes, ...]:
     """Secrets as they would appear inside a JSON line (escaped), ignoring ones too short to matter."""
     return tuple(orjson.dumps(value)[1:-1] for value in values if value and len(value) >= 8)
+
+
+# --- into the table: runs in the writer's thread -------------------------------------------
+
+
+def audit_model_from(fields: dict[str, Any]) -> AuditRecord:
+    # Fields a newer or older version wrote are ignored: a spool survives upgrades.
+    return AuditRecord(**{name: value for name, value in fields.items() if name in FIELD_NAMES})
+
+
+def insert_lines(lines: list[bytes], directory: Path) -> int:
+    """Inserts spool lines as one batch; returns how many the database refused (kept in `directory`)."""
+    try:
+        rows, refused = _decoded(lines)
+        if not _copied(rows):
+            refused += _bulk_created(rows)
+        _keep_refused(refused, directory / REJECTED_FILE)
+        return len(refused)
+    finally:
+        # Back to the pool now: this thread may sleep for a long time before the next batch.
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+
+
+def _decoded(lines: list[bytes]) -> tuple[list[tuple[bytes, dict]], list[bytes]]:
+    rows, refused = [], []
+    for line in lines:
+        try:
+            fields = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            fields = None
+        if isinstance(fields, dict):
+            rows.append((line, fields))
+        else:
+            refused.append(line)
+    return rows, refused
+
+
+def _copied(rows: list[tuple[bytes, dict]]) -> bool:
+    """PostgreSQL's COPY: about a tenth of bulk_create's CPU per row (measured), which shows in req/s.
+
+    All or nothing: a record already stored (a replay) or a value the database refuses fails the
+    whole COPY, and the batch then takes bulk_create's path, which skips or isolates them.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in COPY_FIELDS)
+    statement = f"COPY {connection.ops.quote_name(AuditRecord._meta.db_table)} ({columns}) FROM STDIN"
+    try:
+        with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+            for _, fields in rows:
+                copy.write_row([_copy_value(field, fields.get(field.attname)) for field in COPY_FIELDS])
+    except (DataError, IntegrityError):
+        return False
+    return True
+
+
+def _copy_value(field, value: Any) -> Any:
+    if value is not None and isinstance(field, JSONField):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _bulk_created(rows: list[tuple[bytes, dict]]) -> list[bytes]:
+    """The ORM's way, keyed on record_id: records already stored are skipped, refused ones set aside."""
+    records, refused = [], []
+    for line, fields in rows:
+        try:
+            records.append((line, audit_model_from(fields)))
+        except ROW_ERRORS:
+            refused.append(line)
+    try:
+        AuditRecord.objects.bulk_create([record for _, record in records], ignore_conflicts=True)
+    except ROW_ERRORS:
+        refused += _insert_one_by_one(records)
+    return refused
+
+
+def _insert_one_by_one(records: list[tuple[bytes, AuditRecord]]) -> list[bytes]:
+    refused = []
+    for line, record in records:
+        try:
+            AuditRecord.objects.bulk_create([record], ignore_conflicts=True)
+        except ROW_ERRORS:
+            refused.append(line)
+    return refused
+
+
+def _keep_refused(lines: list[bytes], path: Path) -> None:
+    if not lines:
+        return
+    logger.error("the database refused %d audit records; they are kept in %s", len(lines), path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b"".join(lines))
+        finally:
+            os.close(fd)
+    except OSError:
+        # Their heads (record and request ids, time, key prefix) at least, never their bodies.
+        heads = [line[:200].decode(errors="replace") for line in lines]
+        logger.exception("could not keep %d refused audit records: %s", len(lines), heads)
 
 
 # --- the parts -------------------------------------------------------------------------
@@ -174,12 +290,14 @@ def _upstream_model(exchange: Exchange) -> str | None:
 
 def _ip_or_none(value: str | None) -> str | None:
     # A unix socket or a proxy's odd REMOTE_ADDR would fail the inet column, and the batch with it.
-    if not value:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
+    # inet_pton, not the ipaddress module: the same check at a twentieth of the cost.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value or "")
+            return value
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _text(value: Any) -> str:

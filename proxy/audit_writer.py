@@ -14,14 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, connection
 
-from proxy.audit import METADATA, audit_line, audit_record_from, secret_needles
+from proxy.audit import METADATA, audit_line, audit_record_from, insert_lines, secret_needles
 from proxy.exchange import Exchange
-from proxy.models import AuditRecord
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +33,6 @@ ORPHAN_SCAN_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
 SEGMENT_GLOB = "audit-*.jsonl"
 TEMPORARY_GLOB = ".audit-*.tmp"
-REJECTED_FILE = "rejected.jsonl"
-# What one row refused by the database looks like; anything else (connection lost) is retried.
-ROW_ERRORS = (DataError, IntegrityError, ValidationError, ValueError, TypeError)
-FIELD_NAMES = frozenset(field.attname for field in AuditRecord._meta.concrete_fields)
 
 
 # --- the spool --------------------------------------------------------------------------
@@ -304,6 +296,7 @@ class AuditWriter:
             self._open_spool()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._stopping = False
+        self._scanned_at = float("-inf")
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
@@ -457,60 +450,6 @@ class AuditWriter:
             for segment in [s for s in segments if s.done and s not in reading]:
                 segments.remove(segment)
                 segment.close(delete=True)
-
-
-# --- the database side: runs in the writer's thread ----------------------------------------
-
-
-def audit_model_from(fields: dict[str, Any]) -> AuditRecord:
-    # Fields a newer or older version wrote are ignored: a spool survives upgrades.
-    return AuditRecord(**{name: value for name, value in fields.items() if name in FIELD_NAMES})
-
-
-def insert_lines(lines: list[bytes], directory: Path) -> int:
-    """Inserts spool lines in one statement; returns how many the database refused (kept in `directory`)."""
-    try:
-        records, refused = [], []
-        for line in lines:
-            try:
-                records.append((line, audit_model_from(orjson.loads(line))))
-            except ROW_ERRORS:
-                refused.append(line)
-        try:
-            AuditRecord.objects.bulk_create([record for _, record in records], ignore_conflicts=True)
-        except ROW_ERRORS:
-            refused += _insert_one_by_one(records)
-        _keep_refused(refused, directory / REJECTED_FILE)
-        return len(refused)
-    finally:
-        # Back to the pool now: this thread may sleep for a long time before the next batch.
-        connection.close()
-
-
-def _insert_one_by_one(records: list[tuple[bytes, AuditRecord]]) -> list[bytes]:
-    refused = []
-    for line, record in records:
-        try:
-            AuditRecord.objects.bulk_create([record], ignore_conflicts=True)
-        except ROW_ERRORS:
-            refused.append(line)
-    return refused
-
-
-def _keep_refused(lines: list[bytes], path: Path) -> None:
-    if not lines:
-        return
-    logger.error("the database refused %d audit records; they are kept in %s", len(lines), path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, b"".join(lines))
-        finally:
-            os.close(fd)
-    except OSError:
-        # Their heads (record and request ids, time, key prefix) at least, never their bodies.
-        heads = [line[:200].decode(errors="replace") for line in lines]
-        logger.exception("could not keep %d refused audit records: %s", len(lines), heads)
 
 
 audit_writer = AuditWriter()

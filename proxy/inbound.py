@@ -8,6 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 
 from policies.cache import KeyContext, config_cache
+from proxy import metrics
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import Endpoint
 from proxy.errors import (
@@ -38,6 +39,8 @@ def begin_exchange(request, endpoint: Endpoint) -> Exchange:
     exchange.on_finish(lambda finished: log_access(finished.log_fields()))
     if settings.AUDIT_ENABLED:
         exchange.on_finish(audit_writer.record)
+    if settings.METRICS_ENABLED:
+        exchange.on_finish(metrics.exchange_finished)
     request.exchange = exchange
     return exchange
 

@@ -9,8 +9,8 @@ import pytest
 from django.db import OperationalError, connection
 
 from proxy import audit_writer as writer_module
-from proxy.audit import audit_line, audit_record_from
-from proxy.audit_writer import REJECTED_FILE, AuditWriter, insert_lines
+from proxy.audit import REJECTED_FILE, audit_line, audit_record_from, insert_lines
+from proxy.audit_writer import AuditWriter
 from proxy.models import AuditRecord
 from tests.test_audit_record import finished_exchange
 
@@ -80,11 +80,16 @@ async def stored_record(request_id: str) -> AuditRecord:
     return await in_fresh_connection(lambda: AuditRecord.objects.get(request_id=request_id))
 
 
-async def drained(writer: AuditWriter, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while writer.backlog():
-        assert time.monotonic() < deadline, writer.status()
+async def until(condition, what) -> None:
+    """Waits (up to 10 s) for the background writer to get somewhere."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what()
         await asyncio.sleep(0.01)
+
+
+async def drained(writer: AuditWriter) -> None:
+    await until(lambda: writer.backlog() == 0, writer.status)
 
 
 async def test_records_reach_the_database_and_the_spool_empties(writer, spool_dir):
@@ -161,8 +166,7 @@ async def test_database_errors_are_retried_until_the_records_are_written(writer,
     await writer.start()
     for exchange in exchanges(5):
         writer.record(exchange)
-    while failing_database.attempts < 3:
-        await asyncio.sleep(0.01)
+    await until(lambda: failing_database.attempts >= 3, writer.status)
     assert writer.status()["last_error"] == "OperationalError: connection refused"
 
     failing_database.recover()
@@ -229,6 +233,15 @@ async def test_a_row_the_database_refuses_is_kept_aside_and_the_rest_are_written
     assert orjson.loads(kept)["request_id"] == "refused"
     assert writer.status()["rejected"] == 1
     assert "refused 1 audit records" in caplog.text
+
+
+def test_a_batch_holding_an_already_stored_record_still_stores_the_new_ones(spool_dir):
+    stored, new = (audit_line(audit_record_from(exchange)) for exchange in exchanges(2, "mixed"))
+    insert_lines([stored], spool_dir)
+
+    assert insert_lines([stored, new], spool_dir) == 0
+
+    assert sorted(AuditRecord.objects.values_list("request_id", flat=True)) == ["mixed-0", "mixed-1"]
 
 
 def test_replaying_a_record_stores_it_once(spool_dir):
