@@ -192,3 +192,10 @@ AUDIT_QUEUE_MAX = env.int("AUDIT_QUEUE_MAX", default=10_000)
 AUDIT_MAX_BODY_BYTES = env.int("AUDIT_MAX_BODY_BYTES", default=256 * 1024)
 # Default retention for purge_audit when a policy sets none (days).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=90)
+
+# --- metrics --------------------------------------------------------------------
+# GET /metrics (Prometheus) answers clients from these networks only, and when METRICS_TOKEN
+# is set, only with `Authorization: Bearer <METRICS_TOKEN>`. Both apply when both are set.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from proxy import endpoints, views
+from proxy import endpoints, metrics, views
 
 v1_patterns = [
     path("chat/completions", views.relay, {"endpoint": endpoints.CHAT}),
@@ -25,6 +25,7 @@ urlpatterns = [
     path("chat/completions", views.relay, {"endpoint": endpoints.CHAT}),
     path("health", views.health),
     path("ready", views.ready),
+    path("metrics", metrics.metrics_view),
     path("admin/", admin.site.urls),
     path("api/", include("proxy.api.urls")),
     # Anything else gets a JSON 404, never Django's HTML page.
