@@ -88,7 +88,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=1),
         "max_size": env.int("DATABASE_POOL_MAX", default=10),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        # How long a thread waits for a pooled connection: short, so an outage fails fast.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,6 +1,7 @@
 """Per-process cache of API keys and their policies, kept fresh by a cheap change check."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -71,9 +72,11 @@ class ConfigCache:
 
     Once a second (``CONFIG_POLL_INTERVAL``) a background task compares a change
     stamp (max ``updated_at`` and row count of keys and of policies) with the last
-    one seen and drops every cached entry when it moved. A request only checks
-    inline when no background check ran recently (no poller: tests, management
-    commands), so a revoked key stops working within about a second either way.
+    one seen and drops every cached entry when it moved: one small query per
+    second per worker, none per request. Without the poller (tests, management
+    commands) a request checks inline at most once a second. Either way a revoked
+    key stops working within about a second. While the database is unreachable,
+    cached keys keep working; unknown keys get 503.
     """
 
     def __init__(self) -> None:
@@ -81,6 +84,7 @@ class ConfigCache:
         self._stamp: tuple | None = None
         self._stamp_checked_at = float("-inf")
         self._last_used: dict[int, datetime] = {}
+        self._poller_running = False
 
     def clear(self) -> None:
         self._keys.clear()
@@ -88,49 +92,70 @@ class ConfigCache:
         self._stamp_checked_at = float("-inf")
 
     async def authenticate(self, raw_key: str) -> KeyContext | None:
-        """The key's context, or None when the key is unknown, revoked or expired."""
+        """The key's context, or None when the key is unknown, revoked or expired.
+
+        Raises DatabaseError only when the key is not cached and the database cannot be asked.
+        """
         now = time.monotonic()
-        if now - self._stamp_checked_at > 2 * settings.CONFIG_POLL_INTERVAL:
-            try:
-                await self.check_for_changes()
-            except Exception:
-                logger.warning("config change check failed; serving cached keys and policies", exc_info=True)
+        # With the poller running, requests never wait for a change check (even a stuck one).
+        if not self._poller_running and now - self._stamp_checked_at > settings.CONFIG_POLL_INTERVAL:
+            await self._check_or_warn()
         digest = key_hash(raw_key)
         cached = self._keys.get(digest)
         if cached is None or now - cached[1] > settings.CONFIG_CACHE_MAX_AGE:
-            cached = (await sync_to_async(_load_key)(digest), now)
-            self._keys[digest] = cached
+            cached = await self._load(digest, stale=cached)
         context = cached[0]
         if context is None or (context.expires_at is not None and context.expires_at <= timezone.now()):
             return None
         self._last_used[context.key_id] = timezone.now()
         return context
 
+    async def _load(self, digest: str, *, stale: tuple | None) -> tuple[KeyContext | None, float]:
+        try:
+            # Off the shared sync thread: a slow database must not queue every other sync call behind it.
+            loaded = (await sync_to_async(_load_key, thread_sensitive=False)(digest), time.monotonic())
+        except DatabaseError:
+            if stale is None:
+                raise
+            # Availability over freshness while the database is away: a key known a minute ago still works.
+            logger.warning("database unavailable; serving a cached API key past its refresh time")
+            return stale
+        self._keys[digest] = loaded
+        return loaded
+
     async def check_for_changes(self) -> None:
         # Marked before the query so that an unreachable database is not retried by every request.
         self._stamp_checked_at = time.monotonic()
-        stamp = await sync_to_async(_change_stamp)()
+        stamp = await sync_to_async(_change_stamp, thread_sensitive=False)()
         if stamp != self._stamp:
             self._keys.clear()
             self._stamp = stamp
 
+    async def _check_or_warn(self) -> None:
+        try:
+            await self.check_for_changes()
+        except Exception:
+            logger.warning("config change check failed; serving cached keys and policies", exc_info=True)
+
     async def flush_last_used(self) -> None:
         if self._last_used:
             last_used, self._last_used = self._last_used, {}
-            await sync_to_async(api_keys_touch)(last_used=last_used)
+            await sync_to_async(api_keys_touch, thread_sensitive=False)(last_used=last_used)
 
     async def run_poller(self) -> None:
         """Background loop started by the ASGI lifespan; survives database outages."""
         last_flush = time.monotonic()
-        while True:
-            await asyncio.sleep(settings.CONFIG_POLL_INTERVAL)
-            try:
-                await self.check_for_changes()
+        self._poller_running = True
+        try:
+            while True:
+                await self._check_or_warn()
                 if time.monotonic() - last_flush > LAST_USED_FLUSH_SECONDS:
                     last_flush = time.monotonic()
-                    await self.flush_last_used()
-            except Exception:
-                logger.warning("config change check failed; serving cached keys and policies", exc_info=True)
+                    with contextlib.suppress(DatabaseError):
+                        await self.flush_last_used()
+                await asyncio.sleep(settings.CONFIG_POLL_INTERVAL)
+        finally:
+            self._poller_running = False
 
 
 config_cache = ConfigCache()

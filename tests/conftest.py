@@ -1,5 +1,7 @@
 """Shared fixtures: the fake upstream and aiproxy, both served by uvicorn on 127.0.0.1."""
 
+import time
+
 import openai
 import pytest
 from django.conf import settings
@@ -28,10 +30,15 @@ def aiproxy_server(fake_upstream, django_db_setup):
 def live(aiproxy_server, transactional_db, fake_upstream):
     """A running aiproxy whose database the test can write to (committed, so the server sees it)."""
     from policies.cache import config_cache
+    from proxy.audit_writer import audit_writer
 
     config_cache.clear()
     fake_upstream.reset()
-    return aiproxy_server
+    yield aiproxy_server
+    # Let the audit writer finish this test's records before the database is flushed for the next.
+    deadline = time.monotonic() + 5
+    while audit_writer.backlog() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.fixture

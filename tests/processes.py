@@ -1,6 +1,8 @@
-"""aiproxy as a separate uvicorn process on the test database: for multi-worker and kill tests."""
+"""aiproxy as a separate uvicorn process on the test database: for multi-worker, outage and kill tests."""
+
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ import httpx
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}
 
 
 def free_port() -> int:
@@ -21,64 +24,80 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def database_url(database: dict | None = None) -> str:
-    """The URL of the database the test run is using (pytest-django's test database)."""
-    db = database or settings.DATABASES["default"]
+def database_url(*, port: int | None = None) -> str:
+    """The URL of the database this test run uses (pytest-django's), optionally through another port."""
+    db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         raise RuntimeError("separate aiproxy processes need PostgreSQL: SQLite test databases are not shared")
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{port or db['PORT'] or 5432}/{db['NAME']}"
 
 
 class AiproxyProcess:
-    """`uvicorn aiproxy.asgi:application` in a child process, stopped with SIGTERM (or killed)."""
+    """`uvicorn aiproxy.asgi:application` in a child process, as a worker runs in production."""
 
-    def __init__(self, *, upstream_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, upstream_url: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
         self.env = {
             **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",  # the same secrets: keys made in the test work there
             "DATABASE_URL": database_url(),
-            "SECRET_KEY": settings.SECRET_KEY,
-            "API_KEY_PEPPER": settings.API_KEY_PEPPER,
             "LITELLM_BASE_URL": upstream_url,
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "aiproxy.settings",
+            "AUDIT_SPOOL_DIR": str(log_path.parent / "spool"),
+            "LOG_FORMAT": "text",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> AiproxyProcess:
+    def start(self, timeout: float = 30.0) -> AiproxyProcess:
         command = [sys.executable, "-m", "uvicorn", "aiproxy.asgi:application", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"aiproxy exited with {self.process.returncode}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError("aiproxy did not start")
+        while not self._healthy():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+        return self
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, as gunicorn and container runtimes do; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(5)
+    def send(self, key: str, request_ids: list[str], *, body: dict = CHAT) -> list[httpx.Response]:
+        """The requests, all at once (as traffic comes), each answered 200."""
+        responses = asyncio.run(self._send(key, request_ids, body))
+        for response in responses:
+            assert response.status_code == 200, (response.text, self.log())
+        return responses
+
+    async def _send(self, key: str, request_ids: list[str], body: dict) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions",
+                        json=body,
+                        headers={"Authorization": f"Bearer {key}", "X-Request-ID": request_id},
+                    )
+                    for request_id in request_ids
+                )
+            )
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+        self.process.wait(30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
 
     def __enter__(self) -> AiproxyProcess:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
