@@ -16,6 +16,7 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_CUT = "upstream_cut"
     CLIENT_DISCONNECTED = "client_disconnected"
+    PROXY_ERROR = "proxy_error"
 
 
 def _ms(seconds: float | None) -> float | None:

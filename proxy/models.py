@@ -16,6 +16,7 @@ class AuditRecord(models.Model):
         UPSTREAM_ERROR = "upstream_error"
         UPSTREAM_CUT = "upstream_cut"
         CLIENT_DISCONNECTED = "client_disconnected"
+        PROXY_ERROR = "proxy_error"  # aiproxy could not serve it (e.g. keys not checkable)
 
     id = models.BigAutoField(primary_key=True)
     # Written by the worker that served the request; makes replays from the spool idempotent.

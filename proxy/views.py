@@ -134,12 +134,12 @@ def _database_ping() -> None:
 
 def plan_request(request, exchange: Exchange, endpoint: Endpoint, raw: bytes) -> bytes:
     """The bytes to forward, after the key's policy; raises PolicyRejected."""
+    exchange.request_content_type = request.content_type or ""
     if endpoint.body == "raw":
-        exchange.request_body = raw
+        exchange.request_body = exchange.forwarded_body = passthrough_body(exchange.request_content_type, raw)
         return raw
     if endpoint.body == "multipart":
-        exchange.request_body = raw
-        exchange.request_content_type = request.content_type
+        exchange.request_body = exchange.forwarded_body = raw
         model = multipart_model(request)
         exchange.model_requested = exchange.model_upstream = model
         if model is not None:
@@ -160,6 +160,17 @@ def plan_request(request, exchange: Exchange, endpoint: Endpoint, raw: bytes) ->
     exchange.modifications = plan.modifications
     exchange.model_upstream = plan.upstream_model
     return orjson.dumps(plan.body)
+
+
+def passthrough_body(content_type: str, raw: bytes) -> dict | bytes | None:
+    """A forwarded-as-is body, readable in the audit record when it is a JSON object."""
+    if not raw:
+        return None
+    if content_type.endswith("json"):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            if isinstance(body := orjson.loads(raw), dict):
+                return body
+    return raw
 
 
 def apply_policy(exchange: Exchange, endpoint: Endpoint, body: dict) -> engine.RequestPlan:
@@ -281,6 +292,8 @@ def outcome_for(error: ProxyError) -> Outcome:
         return Outcome.REJECTED
     if error.status == 401:
         return Outcome.AUTH_FAILED
-    if error.type == "upstream_error" or error.status >= 500:
+    if error.type == "upstream_error":
         return Outcome.UPSTREAM_ERROR
+    if error.status >= 500:
+        return Outcome.PROXY_ERROR
     return Outcome.INVALID_REQUEST
