@@ -8,6 +8,7 @@ import orjson
 import pytest
 from django.db import OperationalError, connection
 
+from proxy import audit_spool
 from proxy import audit_writer as writer_module
 from proxy.audit import REJECTED_FILE, audit_line, audit_record_from, insert_lines
 from proxy.audit_writer import AuditWriter
@@ -132,7 +133,7 @@ async def test_stop_writes_everything_pending(writer, spool_dir, settings):
 async def test_a_full_queue_spills_to_the_spool_and_memory_stays_bounded(writer, spool_dir, settings, monkeypatch):
     settings.AUDIT_QUEUE_MAX = 5
     settings.AUDIT_BATCH_SIZE = 4
-    monkeypatch.setattr(writer_module, "SEGMENT_MAX_BYTES", 4000)  # several files, read back in turn
+    monkeypatch.setattr(audit_spool, "SEGMENT_MAX_BYTES", 4000)  # several files, read back in turn
 
     for exchange in exchanges(40):
         writer.record(exchange)
