@@ -1,4 +1,5 @@
 """Policies end to end: what the upstream receives and what the OpenAI SDK gets back."""
+
 import json
 import time
 
@@ -33,7 +34,11 @@ def sent_body(fake_upstream) -> dict:
     [
         ("if_missing", HI, [("system", "Be terse."), ("user", "Hi")]),
         ("if_missing", [{"role": "system", "content": "Mine."}, *HI], [("system", "Mine."), ("user", "Hi")]),
-        ("prepend", [{"role": "system", "content": "Mine."}, *HI], [("system", "Be terse."), ("system", "Mine."), ("user", "Hi")]),
+        (
+            "prepend",
+            [{"role": "system", "content": "Mine."}, *HI],
+            [("system", "Be terse."), ("system", "Mine."), ("user", "Hi")],
+        ),
         ("replace", [{"role": "system", "content": "Mine."}, *HI], [("system", "Be terse."), ("user", "Hi")]),
     ],
 )

@@ -1,4 +1,5 @@
 """Operators edit policies in the admin: validated on save, versioned, and previewable."""
+
 import json
 
 import pytest
@@ -88,7 +89,7 @@ def test_preview_shows_the_forwarded_diff_and_modifications(admin_client):
     page = response.content.decode()
     assert response.status_code == 200
     assert "You are terse." in page
-    assert '+    &quot;temperature&quot;: 0.2' in page or "+  &quot;temperature&quot;: 0.2" in page
+    assert "+    &quot;temperature&quot;: 0.2" in page or "+  &quot;temperature&quot;: 0.2" in page
     assert "default:temperature" in page
 
 

@@ -40,7 +40,9 @@ def test_client_key_never_reaches_the_upstream(live, alice_key, fake_upstream, s
 
 def test_hop_by_hop_headers_are_dropped_both_ways(live, alice_key, fake_upstream):
     response = chat(
-        live, alice_key, headers={"Connection": "keep-alive, x-secret", "X-Secret": "1", "TE": "trailers", "Upgrade": "h2c"}
+        live,
+        alice_key,
+        headers={"Connection": "keep-alive, x-secret", "X-Secret": "1", "TE": "trailers", "Upgrade": "h2c"},
     )
 
     sent = fake_upstream.last_request.headers
