@@ -5,7 +5,6 @@ import hashlib
 import logging
 import os
 import socket
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connection
 from django.db.models import JSONField
 
 from proxy.exchange import Exchange
+from proxy.ids import new_uuid
 from proxy.models import AuditRecord
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict
     capture = capture or (policy.audit_capture if policy else METADATA)
     error_type, error_code, error_message = _error_fields(exchange)
     return {
-        "record_id": str(uuid.UUID(bytes=os.urandom(16), version=4)),
+        "record_id": str(new_uuid()),
         "request_id": exchange.request_id[:REQUEST_ID_MAX],
         "created_at": datetime.fromtimestamp(exchange.received_at, UTC),
         "api_key_id": key.key_id if key else None,

@@ -3,9 +3,10 @@
 import logging
 import re
 import time
-import uuid
 
 from asgiref.sync import markcoroutinefunction
+
+from proxy.ids import new_hex_id
 
 access_logger = logging.getLogger("aiproxy.access")
 
@@ -18,7 +19,7 @@ def request_id_for(incoming: str | None) -> str:
     """Honour a caller's id so traces join up, unless it could smuggle something into logs."""
     if incoming and _WELL_FORMED_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return new_hex_id()
 
 
 def log_access(fields: dict) -> None:
