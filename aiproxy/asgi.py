@@ -13,9 +13,8 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402  (after setup)
 from django.core.exceptions import RequestAborted  # noqa: E402
-from django.core.handlers.asgi import get_script_prefix  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from aiproxy import lifecycle  # noqa: E402
 

@@ -31,3 +31,5 @@ urlpatterns = [
     # Anything else gets a JSON 404, never Django's HTML page.
     re_path(r"^(?P<path>.*)$", views.unknown_path),
 ]
+
+handler500 = "proxy.views.server_error"

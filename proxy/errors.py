@@ -94,6 +94,15 @@ def service_unavailable() -> ProxyError:
     )
 
 
+def internal_error() -> ProxyError:
+    return ProxyError(
+        status=500,
+        message="aiproxy failed to handle this request; it has been logged.",
+        type="server_error",
+        code="internal_error",
+    )
+
+
 def not_found(path: str) -> ProxyError:
     return invalid_request(f"Unknown path: {path}", code="not_found", status=404)
 

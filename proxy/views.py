@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
 
 import httpx
@@ -19,7 +21,7 @@ from policies.streams import StreamRewriter, stream_needs_rewrite
 from proxy import upstream
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import MODELS, OTHER, Endpoint
-from proxy.errors import PolicyRejected, ProxyError, invalid_request, json_response, not_found
+from proxy.errors import PolicyRejected, ProxyError, internal_error, invalid_request, json_response, not_found
 from proxy.exchange import Exchange, Outcome
 from proxy.inbound import (
     authenticate,
@@ -31,61 +33,71 @@ from proxy.inbound import (
 )
 from proxy.streaming import BinaryRelay, SseRelay
 
+logger = logging.getLogger(__name__)
+
 POLICY_HEADER = "X-Aiproxy-Policy"
 POLICY_VERSION_HEADER = "X-Aiproxy-Policy-Version"
 
 
-@csrf_exempt
-async def relay(request, endpoint: Endpoint) -> HttpResponse:
+def proxy_view(endpoint: Endpoint | None = None):
+    """A /v1 view's frame: the exchange begins first and always finishes, whatever the view raises.
+
+    ProxyError becomes its OpenAI-shaped answer; anything else (a bug) a 500 in the same
+    shape, logged — and either way the exchange is recorded.
+    """
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            exchange = begin_exchange(request, endpoint or kwargs["endpoint"])
+            try:
+                check_method(request, endpoint or kwargs["endpoint"])
+                exchange.key = await authenticate(request)
+                return await view(request, exchange, *args, **kwargs)
+            except ProxyError as error:
+                return failed(exchange, error)
+            except Exception:
+                logger.exception("request %s failed inside aiproxy", exchange.request_id)
+                return failed(exchange, internal_error())
+
+        return wrapper
+
+    return decorate
+
+
+@proxy_view()
+async def relay(request, exchange: Exchange, endpoint: Endpoint) -> HttpResponse:
     """Every known /v1 endpoint: the key's policy applied both ways, the exchange recorded."""
-    exchange = begin_exchange(request, endpoint)
-    try:
-        check_method(request, endpoint)
-        raw = read_body(request, endpoint)
-        exchange.key = await authenticate(request)
-        forwarded = plan_request(request, exchange, endpoint, raw)
-        path = endpoint.upstream_path or upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
-        upstream_response = await forward(request, exchange, path, forwarded)
-        return await respond(exchange, endpoint, upstream_response)
-    except ProxyError as error:
-        return failed(exchange, error)
+    raw = read_body(request, endpoint)
+    forwarded = plan_request(request, exchange, endpoint, raw)
+    path = endpoint.upstream_path or upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
+    upstream_response = await forward(request, exchange, path, forwarded)
+    return await respond(exchange, endpoint, upstream_response)
 
 
-@csrf_exempt
-async def models_list(request) -> HttpResponse:
+@proxy_view(MODELS)
+async def models_list(request, exchange: Exchange) -> HttpResponse:
     """GET /v1/models: the upstream's list, reduced to what this key may use, plus its aliases."""
-    exchange = begin_exchange(request, MODELS)
-    try:
-        check_method(request, MODELS)
-        exchange.key = await authenticate(request)
-        upstream_response = await forward(request, exchange, MODELS.upstream_path, None)
-        return await respond(exchange, MODELS, upstream_response, rewrite=models_rewrite(exchange.key))
-    except ProxyError as error:
-        return failed(exchange, error)
+    upstream_response = await forward(request, exchange, MODELS.upstream_path, None)
+    return await respond(exchange, MODELS, upstream_response, rewrite=models_rewrite(exchange.key))
 
 
-@csrf_exempt
-async def model_detail(request, model: str) -> HttpResponse:
+@proxy_view(MODELS)
+async def model_detail(request, exchange: Exchange, model: str) -> HttpResponse:
     """GET /v1/models/<id>: 404 for a model the key may not use; aliases answer as themselves."""
-    exchange = begin_exchange(request, MODELS)
-    try:
-        check_method(request, MODELS)
-        exchange.key = await authenticate(request)
-        spec = exchange.key.policy
-        if not engine.model_allowed(spec, model):
-            raise invalid_request(f"The model '{model}' does not exist.", code="model_not_found", status=404)
-        target = spec.model_aliases.get(model, model)
-        path = upstream.safe_upstream_path(f"/v1/models/{target}".encode())
-        upstream_response = await forward(request, exchange, path, None)
-        return await respond(exchange, MODELS, upstream_response, rewrite=lambda body: {**body, "id": model})
-    except ProxyError as error:
-        return failed(exchange, error)
+    spec = exchange.key.policy
+    if not engine.model_allowed(spec, model):
+        raise invalid_request(f"The model '{model}' does not exist.", code="model_not_found", status=404)
+    target = spec.model_aliases.get(model, model)
+    path = upstream.safe_upstream_path(f"/v1/models/{target}".encode())
+    upstream_response = await forward(request, exchange, path, None)
+    return await respond(exchange, MODELS, upstream_response, rewrite=lambda body: {**body, "id": model})
 
 
-@csrf_exempt
 async def passthrough(request, path: str = "") -> HttpResponse:
     """Any other /v1 path and method, forwarded as it is (path checked so it cannot escape)."""
-    return await relay(request, OTHER)
+    return await relay(request, endpoint=OTHER)
 
 
 async def unknown_path(request, path: str = "") -> HttpResponse:
@@ -95,6 +107,11 @@ async def unknown_path(request, path: str = "") -> HttpResponse:
             if resolve(request.path + "/").func not in (unknown_path, passthrough):
                 return HttpResponsePermanentRedirect(request.path + "/")
     return not_found(request.path).response()
+
+
+def server_error(request) -> HttpResponse:
+    """handler500: even a bug outside /v1 answers in JSON, never Django's HTML page."""
+    return internal_error().response()
 
 
 async def health(request) -> HttpResponse:
