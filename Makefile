@@ -19,10 +19,10 @@ install: $(VENV)/.installed
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
-## Set up and serve aiproxy on 127.0.0.1:8000 (SQLite unless DATABASE_URL is set).
+## Set up and serve the full stack: LiteLLM on 127.0.0.1:4000 (mock models unless a provider key
+## is set) and aiproxy on 127.0.0.1:8000 under gunicorn (SQLite unless DATABASE_URL is set).
 run: migrate
-	$(BIN)/python manage.py ensure_demo_setup
-	$(BIN)/uvicorn aiproxy.asgi:application --host 127.0.0.1 --port 8000
+	PYTHON=$(PYTHON) scripts/run_local.sh
 
 ## Run the test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL).
 test: install

@@ -66,8 +66,9 @@ def _follow_backlog() -> None:
     # In multiprocess mode a gauge is only what its worker last wrote, and the writer drains
     # its backlog between requests: so a task keeps it current until the backlog is empty.
     global _backlog_follower
-    if _backlog_follower is None or _backlog_follower.done():
-        _backlog_follower = asyncio.get_running_loop().create_task(_backlog_until_empty(), name="metrics-backlog")
+    loop = asyncio.get_running_loop()
+    if _backlog_follower is None or _backlog_follower.done() or _backlog_follower.get_loop() is not loop:
+        _backlog_follower = loop.create_task(_backlog_until_empty(), name="metrics-backlog")
 
 
 async def _backlog_until_empty() -> None:
@@ -92,9 +93,9 @@ def metrics_view(request) -> HttpResponse:
 
 def registry() -> CollectorRegistry:
     """Every worker's values under gunicorn (read from PROMETHEUS_MULTIPROC_DIR), else this process's."""
+    AUDIT_BACKLOG.set(audit_writer.backlog())
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
-    AUDIT_BACKLOG.set(audit_writer.backlog())
     combined = CollectorRegistry()
     MultiProcessCollector(combined)
     return combined

@@ -1,0 +1,212 @@
+"""GET /metrics: what /v1 requests add to it, who may read it, and one view over two gunicorn workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from policies.keys import api_key_create
+from proxy.metrics import client_allowed
+from tests.processes import ROOT, database_url, free_port
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def scrape(url: str, **headers: str) -> dict[tuple, float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    response = httpx.get(url + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def chat(url: str, key: str | None, **headers: str) -> httpx.Response:
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.post(url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=10)
+
+
+def test_requests_are_counted_by_endpoint_status_and_key(live, alice_key):
+    before = scrape(live.url)
+    assert chat(live.url, alice_key).status_code == 200
+    assert chat(live.url, alice_key, **{"x-fake-status": "429"}).status_code == 429
+    assert chat(live.url, "aip-not-a-key").status_code == 401
+    embedding = {"model": "text-embedding-3-small", "input": "Hi"}
+    assert httpx.post(live.url + "/v1/embeddings", json=embedding, headers={"Authorization": f"Bearer {alice_key}"})
+    after = scrape(live.url)
+
+    def added(**labels: str) -> float:
+        return value(after, "aiproxy_requests_total", **labels) - value(before, "aiproxy_requests_total", **labels)
+
+    prefix = alice_key[:12]
+    assert added(endpoint="chat", status="200", key_prefix=prefix) == 1
+    assert added(endpoint="chat", status="429", key_prefix=prefix) == 1
+    # An unknown key is counted without a prefix: callers cannot mint label values.
+    assert added(endpoint="chat", status="401", key_prefix="") == 1
+    assert added(endpoint="embeddings", status="200", key_prefix=prefix) == 1
+
+
+def test_durations_and_streams(live, alice_key):
+    before = scrape(live.url)
+    streamed = httpx.post(
+        live.url + "/v1/chat/completions",
+        json={**CHAT, "stream": True},
+        headers={"Authorization": f"Bearer {alice_key}"},
+        timeout=10,
+    )
+    assert streamed.status_code == 200
+    assert chat(live.url, None).status_code == 401  # never reaches the upstream
+    after = scrape(live.url)
+
+    def added(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert added("aiproxy_streams_total", endpoint="chat", outcome="ok") == 1
+    assert added("aiproxy_request_duration_seconds_count", endpoint="chat") == 2
+    assert added("aiproxy_request_duration_seconds_bucket", endpoint="chat", le="+Inf") == 2
+    assert added("aiproxy_upstream_duration_seconds_count", endpoint="chat") == 1
+    assert added("aiproxy_upstream_duration_seconds_sum", endpoint="chat") > 0
+    assert ("aiproxy_audit_backlog", ()) in after
+
+
+def test_metrics_are_for_loopback_only_by_default(live, settings):
+    assert httpx.get(live.url + "/metrics").status_code == 200
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8", "::1/128"]
+    assert httpx.get(live.url + "/metrics").status_code == 403
+
+
+def test_a_metrics_token_is_required_once_set(live, settings):
+    settings.METRICS_TOKEN = "scrape-secret"
+    missing = httpx.get(live.url + "/metrics")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(live.url + "/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert scrape(live.url, Authorization="Bearer scrape-secret")
+
+
+def test_metrics_can_be_turned_off(live, settings, alice_key):
+    settings.METRICS_ENABLED = False
+    assert chat(live.url, alice_key).status_code == 200
+    assert httpx.get(live.url + "/metrics").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.1.2.3", False),
+        ("", False),
+    ],
+)
+def test_allowed_networks(settings, address, allowed):
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128", ""]
+    assert client_allowed(address) is allowed
+
+
+# --- two gunicorn workers -------------------------------------------------------------
+
+
+class GunicornProcess:
+    """aiproxy as production runs it: gunicorn.conf.py, two uvicorn workers, on the test database."""
+
+    def __init__(self, *, upstream_url: str, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = directory / "gunicorn.log"
+        self.metrics_dir = directory / "metrics"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",  # the same secrets: keys made in the test work there
+            "DATABASE_URL": database_url(),
+            "LITELLM_BASE_URL": upstream_url,
+            "AUDIT_SPOOL_DIR": str(directory / "spool"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": "2",
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> GunicornProcess:
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            assert self.process.poll() is None, self.log_path.read_text()
+            assert time.monotonic() < deadline, self.log_path.read_text()
+            time.sleep(0.1)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> int:
+        """SIGTERM, as a container runtime sends it; the master stops its workers and exits."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process.poll() is None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two worker processes need a shared PostgreSQL database")
+def test_two_gunicorn_workers_report_one_set_of_metrics(fake_upstream, tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by a previous run")
+    _, key = api_key_create(name="metrics-app")
+    with GunicornProcess(upstream_url=fake_upstream.url, directory=tmp_path) as server:
+        assert not (metrics_dir / "counter_1.db").exists()
+        # Concurrent slow requests on fresh connections, so that both workers take some.
+        sent = 0
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while len({path.name for path in metrics_dir.glob("counter_*.db")}) < 2:
+                assert sent < 400, "one worker took every request"
+                batch = [pool.submit(chat, server.url, key, **{"x-fake-delay": "0.05"}) for _ in range(16)]
+                assert all(future.result().status_code == 200 for future in batch)
+                sent += len(batch)
+
+        prefix = key[:12]
+        for _ in range(4):  # whichever worker answers, it reports both workers' counts
+            samples = scrape(server.url)
+            assert value(samples, "aiproxy_requests_total", endpoint="chat", status="200", key_prefix=prefix) == sent
+            assert value(samples, "aiproxy_request_duration_seconds_count", endpoint="chat") == sent
+
+        # Each worker's backlog gauge goes back to 0 once its audit records are in the database.
+        deadline = time.monotonic() + 10
+        while value(scrape(server.url), "aiproxy_audit_backlog") != 0:
+            assert time.monotonic() < deadline, "the audit backlog gauge did not drain"
+            time.sleep(0.2)
+        assert server.stop() == 0
+    # Dead workers' live gauges are gone: a restarted worker does not add to them.
+    assert not list(metrics_dir.glob("gauge_livesum_*.db"))
