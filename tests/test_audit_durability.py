@@ -8,12 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from proxy.models import AuditRecord
 from tests.processes import AiproxyProcess, database_url
 from tests.tcp_relay import TcpRelay
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="separate aiproxy processes need a shared PostgreSQL database"
+)
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}
 
 

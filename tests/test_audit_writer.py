@@ -221,6 +221,7 @@ async def test_a_torn_last_line_of_a_dead_writer_is_skipped(writer, spool_dir):
     assert spool_files(spool_dir) == []
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite stores any integer in a smallint column")
 async def test_a_row_the_database_refuses_is_kept_aside_and_the_rest_are_written(writer, spool_dir, caplog):
     await writer.start()
     writer.record(finished_exchange(request_id="fine-1"))
