@@ -5,11 +5,12 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# A fresh spool per run (records of an earlier, interrupted run must not replay into this one),
+# unless a test's own aiproxy process was given one.
+if "AUDIT_SPOOL_DIR" not in os.environ:
+    os.environ["AUDIT_SPOOL_DIR"] = tempfile.mkdtemp(prefix="aiproxy-test-spool-")
 
 from aiproxy.settings import *  # noqa: E402,F403
-
-# A fresh spool per run: records of an earlier, interrupted run must not replay into this one.
-AUDIT_SPOOL_DIR = tempfile.mkdtemp(prefix="aiproxy-test-spool-")
 
 # Fast hashing for the few users tests create.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
