@@ -18,6 +18,7 @@ install: $(VENV)/.installed
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 
 ## Set up and serve the full stack: LiteLLM on 127.0.0.1:4000 (mock models unless a provider key
 ## is set) and aiproxy on 127.0.0.1:8000 under gunicorn (SQLite unless DATABASE_URL is set).

@@ -15,6 +15,7 @@ from django.conf import settings  # noqa: E402  (after setup)
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
+from servestatic import ServeStaticASGI  # noqa: E402
 
 from aiproxy import lifecycle  # noqa: E402
 
@@ -120,12 +121,19 @@ class Application:
     def __init__(self) -> None:
         self.proxy_handler = ProxyPathHandler()
         self.django_handler = django_application
+        # The admin's CSS and JS, collected by `manage.py collectstatic`; nothing else pays for it.
+        self.static_handler = ServeStaticASGI(
+            django_application, root=settings.STATIC_ROOT, prefix=settings.STATIC_URL, autorefresh=settings.DEBUG
+        )
+        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
             return await self.lifespan(receive, send)
         if scope["type"] == "http" and scope["path"].startswith(PROXY_PATH_PREFIXES):
             return await self.proxy_handler(scope, receive, send)
+        if scope["type"] == "http" and scope["path"].startswith(self.static_prefix):
+            return await self.static_handler(scope, receive, send)
         return await self.django_handler(scope, receive, send)
 
     async def lifespan(self, receive, send) -> None:
