@@ -35,6 +35,8 @@ from proxy.streaming import BinaryRelay, SseRelay
 
 logger = logging.getLogger(__name__)
 
+# nginx's status for "the client closed the connection before the response": recorded, never sent.
+CLIENT_CLOSED_REQUEST = 499
 POLICY_HEADER = "X-Aiproxy-Policy"
 POLICY_VERSION_HEADER = "X-Aiproxy-Policy-Version"
 
@@ -57,6 +59,11 @@ def proxy_view(endpoint: Endpoint | None = None):
                 return await view(request, exchange, *args, **kwargs)
             except ProxyError as error:
                 return failed(exchange, error)
+            except asyncio.CancelledError:
+                # The client left before the answer: still one record, with what was known by then.
+                exchange.status = exchange.status or CLIENT_CLOSED_REQUEST
+                exchange.finish(outcome=Outcome.CLIENT_DISCONNECTED)
+                raise
             except Exception:
                 logger.exception("request %s failed inside aiproxy", exchange.request_id)
                 return failed(exchange, internal_error())

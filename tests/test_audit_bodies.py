@@ -55,3 +55,23 @@ def test_binary_response_is_described_by_size_and_digest(live, alice_key):
         "size": len(SPEECH_BYTES),
         "sha256": hashlib.sha256(SPEECH_BYTES).hexdigest(),
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_before_the_answer_still_leaves_a_record(live, alice_key, stream):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            live.url + "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": stream},
+            headers={
+                "Authorization": f"Bearer {alice_key}",
+                "X-Request-ID": f"left-early-{stream}",
+                "x-fake-delay": "1",
+            },
+            timeout=0.3,
+        )
+
+    record = records_of(f"left-early-{stream}", 1)[f"left-early-{stream}"]
+    assert record.outcome == "client_disconnected"
+    assert record.status_code == 499
+    assert record.request_body["messages"][0]["content"] == "Hi"
