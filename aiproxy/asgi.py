@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Paths served by async views only: no sync code runs for them (see ProxyPathHandler).
 PROXY_PATH_PREFIXES = ("/v1/", "/chat/completions", "/health", "/ready")
+# Their URLconf: without the admin's and the API's, which a /v1-only worker then never imports.
+PROXY_URLCONF = "aiproxy.proxy_urls"
 
 
 class ProxyPathHandler(ASGIHandler):
@@ -74,6 +76,7 @@ class ProxyPathHandler(ASGIHandler):
         if request is None:
             await self.send_response(error_response, send)
             return
+        request.urlconf = PROXY_URLCONF
         response = await self.respond_until_disconnect(request, receive, send)
         if response is not None:
             response.close()

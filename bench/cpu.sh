@@ -21,3 +21,4 @@ requests=$(wrk -t1 -c10 -d"${DURATION}s" -s bench/chat.lua http://127.0.0.1:8100
 after=$(ticks)
 hz=$(getconf CLK_TCK)
 python3 -c "r=$requests; c=($after-$before)/$hz; print(f'{r} requests, {c:.2f} CPU s, {1e6*c/r:.0f} us CPU per request, {r/$DURATION:.0f} req/s')"
+echo "RSS after the run: $(awk '/VmRSS/ {print int($2/1024)}' /proc/$PROXY/status) MB (peak $(awk '/VmHWM/ {print int($2/1024)}' /proc/$PROXY/status) MB)"
