@@ -1,4 +1,5 @@
 """Summarise py-spy's raw (collapsed) output: the top functions by inclusive and by own samples."""
+
 import sys
 from collections import Counter
 

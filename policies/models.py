@@ -67,7 +67,7 @@ class Policy(models.Model):
     blocked_patterns = models.JSONField(
         default=_empty_list,
         blank=True,
-        help_text='Regular expressions that reject a request: [{"name": "no-ssn", "pattern": "\\\\d{3}-\\\\d{2}-\\\\d{4}"}]',
+        help_text='Regular expressions that reject a request: [{"name": "no-ssn", "pattern": "\\\\d{9}"}]',
     )
     response_redactions = models.JSONField(
         default=_empty_list,
@@ -113,14 +113,6 @@ class Policy(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (v{self.version})"
 
-    def content(self) -> dict:
-        return {field: getattr(self, field) for field in self.CONTENT_FIELDS}
-
-    def clean(self) -> None:
-        errors = validate_policy_content(self.content())
-        if errors:
-            raise ValidationError({field: messages for field, messages in errors.items()})
-
     def save(self, *args, **kwargs) -> None:
         """Every save is a new version, and that version's content is kept."""
         with transaction.atomic():
@@ -131,6 +123,14 @@ class Policy(models.Model):
             self.version += 1
             super().save(*args, **kwargs)
             PolicyVersion.objects.create(policy=self, version=self.version, content=self.content())
+
+    def content(self) -> dict:
+        return {field: getattr(self, field) for field in self.CONTENT_FIELDS}
+
+    def clean(self) -> None:
+        errors = validate_policy_content(self.content())
+        if errors:
+            raise ValidationError({field: messages for field, messages in errors.items()})
 
 
 class PolicyVersion(models.Model):
