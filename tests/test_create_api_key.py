@@ -21,9 +21,11 @@ def test_prints_the_key_alone_on_the_last_line():
     raw_key = create("billing-service")
 
     api_key = ApiKey.objects.get(name="billing-service")
-    assert raw_key.startswith("aip-") and " " not in raw_key
+    assert raw_key.startswith("aip-")
+    assert " " not in raw_key
     assert api_key.key_hash == key_hash(raw_key)
-    assert api_key.is_active and api_key.expires_at is None
+    assert api_key.is_active
+    assert api_key.expires_at is None
 
 
 def test_assigns_a_policy_and_an_expiry():

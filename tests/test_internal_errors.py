@@ -1,4 +1,5 @@
 """A bug inside aiproxy still answers in OpenAI's shape and still leaves its audit record."""
+
 import httpx
 import pytest
 

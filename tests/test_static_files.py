@@ -1,4 +1,5 @@
 """The admin's static files are served (collected), without touching the /v1 path."""
+
 import httpx
 import pytest
 from django.core.management import call_command
