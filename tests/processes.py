@@ -34,9 +34,12 @@ def database_url(*, port: int | None = None) -> str:
 
 
 class AiproxyProcess:
-    """`uvicorn aiproxy.asgi:application` in a child process, as a worker runs in production."""
+    """aiproxy in a child process: one uvicorn worker, or gunicorn with gunicorn.conf.py as production runs it."""
 
-    def __init__(self, *, upstream_url: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, upstream_url: str, log_path: Path, env: dict[str, str] | None = None, gunicorn: bool = False
+    ) -> None:
+        self.gunicorn = gunicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -47,12 +50,15 @@ class AiproxyProcess:
             "LITELLM_BASE_URL": upstream_url,
             "AUDIT_SPOOL_DIR": str(log_path.parent / "spool"),
             "LOG_FORMAT": "text",
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> AiproxyProcess:
         command = [sys.executable, "-m", "uvicorn", "aiproxy.asgi:application", "--port", str(self.port)]
+        if self.gunicorn:
+            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
@@ -88,9 +94,10 @@ class AiproxyProcess:
                 )
             )
 
-    def signal(self, signum: int) -> None:
+    def signal(self, signum: int) -> int:
+        """Sends the signal (SIGTERM: as gunicorn and container runtimes stop a worker); the exit code."""
         self.process.send_signal(signum)
-        self.process.wait(30)
+        return self.process.wait(30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -100,4 +107,8 @@ class AiproxyProcess:
 
     def __exit__(self, *exc_info) -> None:
         if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            try:
+                self.signal(signal.SIGTERM)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)

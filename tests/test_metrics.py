@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from policies.keys import api_key_create
 from proxy.metrics import client_allowed
-from tests.processes import ROOT, database_url, free_port
+from tests.processes import AiproxyProcess
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -127,57 +123,6 @@ def test_allowed_networks(settings, address, allowed):
 # --- two gunicorn workers -------------------------------------------------------------
 
 
-class GunicornProcess:
-    """aiproxy as production runs it: gunicorn.conf.py, two uvicorn workers, on the test database."""
-
-    def __init__(self, *, upstream_url: str, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = directory / "gunicorn.log"
-        self.metrics_dir = directory / "metrics"
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",  # the same secrets: keys made in the test work there
-            "DATABASE_URL": database_url(),
-            "LITELLM_BASE_URL": upstream_url,
-            "AUDIT_SPOOL_DIR": str(directory / "spool"),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": "2",
-        }
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> GunicornProcess:
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while not self._healthy():
-            assert self.process.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, self.log_path.read_text()
-            time.sleep(0.1)
-        return self
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> int:
-        """SIGTERM, as a container runtime sends it; the master stops its workers and exits."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.process.poll() is None:
-            try:
-                self.stop()
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="two worker processes need a shared PostgreSQL database")
 def test_two_gunicorn_workers_report_one_set_of_metrics(fake_upstream, tmp_path):
@@ -185,7 +130,11 @@ def test_two_gunicorn_workers_report_one_set_of_metrics(fake_upstream, tmp_path)
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by a previous run")
     _, key = api_key_create(name="metrics-app")
-    with GunicornProcess(upstream_url=fake_upstream.url, directory=tmp_path) as server:
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "WEB_CONCURRENCY": "2"}
+    gunicorn = AiproxyProcess(
+        upstream_url=fake_upstream.url, log_path=tmp_path / "gunicorn.log", env=env, gunicorn=True
+    )
+    with gunicorn as server:
         assert not (metrics_dir / "counter_1.db").exists()
         # Concurrent slow requests on fresh connections, so that both workers take some.
         sent = 0
@@ -207,6 +156,6 @@ def test_two_gunicorn_workers_report_one_set_of_metrics(fake_upstream, tmp_path)
         while value(scrape(server.url), "aiproxy_audit_backlog") != 0:
             assert time.monotonic() < deadline, "the audit backlog gauge did not drain"
             time.sleep(0.2)
-        assert server.stop() == 0
+        assert server.signal(signal.SIGTERM) == 0
     # Dead workers' live gauges are gone: a restarted worker does not add to them.
     assert not list(metrics_dir.glob("gauge_livesum_*.db"))
