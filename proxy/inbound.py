@@ -72,7 +72,7 @@ async def authenticate(request) -> KeyContext:
     return key
 
 
-def read_body(request, endpoint: Endpoint) -> bytes:
+def read_body(request) -> bytes:
     """The raw body, refused with 413 past MAX_REQUEST_BYTES."""
     limit = settings.MAX_REQUEST_BYTES
     declared = request.headers.get("Content-Length", "")

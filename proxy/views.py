@@ -76,7 +76,7 @@ def proxy_view(endpoint: Endpoint | None = None):
 @proxy_view()
 async def relay(request, exchange: Exchange, endpoint: Endpoint) -> HttpResponse:
     """Every known /v1 endpoint: the key's policy applied both ways, the exchange recorded."""
-    raw = read_body(request, endpoint)
+    raw = read_body(request)
     forwarded = plan_request(request, exchange, endpoint, raw)
     path = endpoint.upstream_path or upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
     upstream_response = await forward(request, exchange, path, forwarded)
