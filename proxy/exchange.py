@@ -2,21 +2,13 @@
 
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from policies.cache import KeyContext
 from proxy.errors import ProxyError
+from proxy.models import AuditRecord
 
-
-class Outcome(StrEnum):
-    OK = "ok"
-    REJECTED = "rejected"
-    AUTH_FAILED = "auth_failed"
-    INVALID_REQUEST = "invalid_request"
-    UPSTREAM_ERROR = "upstream_error"
-    UPSTREAM_CUT = "upstream_cut"
-    CLIENT_DISCONNECTED = "client_disconnected"
-    PROXY_ERROR = "proxy_error"
+# One vocabulary for the exchange, the access log and the audit record's column.
+Outcome = AuditRecord.Outcome
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -2,7 +2,6 @@
 
 import asyncio
 import hashlib
-import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -13,8 +12,6 @@ from policies.streams import StreamRewriter
 from proxy.errors import upstream_cut, upstream_timeout
 from proxy.exchange import Exchange, Outcome
 from proxy.upstream import UPSTREAM_ERRORS, is_timeout
-
-logger = logging.getLogger(__name__)
 
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 DONE = b"[DONE]"

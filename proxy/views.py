@@ -52,9 +52,10 @@ def proxy_view(endpoint: Endpoint | None = None):
         @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request, *args, **kwargs):
-            exchange = begin_exchange(request, endpoint or kwargs["endpoint"])
+            served = endpoint or kwargs["endpoint"]
+            exchange = begin_exchange(request, served)
             try:
-                check_method(request, endpoint or kwargs["endpoint"])
+                check_method(request, served)
                 exchange.key = await authenticate(request)
                 return await view(request, exchange, *args, **kwargs)
             except ProxyError as error:
