@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, DataError, IntegrityError, connection
 from django.db.models import JSONField
+from psycopg.types.json import Jsonb
 
 from proxy.exchange import Exchange
 from proxy.ids import new_uuid
@@ -47,6 +49,15 @@ REJECTED_FILE = "rejected.jsonl"
 ROW_ERRORS = (DataError, IntegrityError, ValidationError, ValueError, TypeError)
 FIELD_NAMES = frozenset(field.attname for field in AuditRecord._meta.concrete_fields)
 COPY_FIELDS = tuple(field for field in AuditRecord._meta.concrete_fields if not field.primary_key)
+_COLUMNS = ", ".join(f'"{field.column}"' for field in COPY_FIELDS)
+_TABLE = f'"{AuditRecord._meta.db_table}"'
+# Spool lines are JSON objects keyed by column: PostgreSQL maps them onto rows itself (keys it does not
+# know are ignored; a missing NOT NULL column fails the batch, which the ORM's path then fills in).
+# Names from our own model, never from input: the payload travels as a bound parameter.
+INSERT_FROM_JSON = (
+    f"INSERT INTO {_TABLE} ({_COLUMNS}) "  # noqa: S608
+    f"SELECT {_COLUMNS} FROM jsonb_populate_recordset(NULL::{_TABLE}, %s)"
+)
 
 
 def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict[str, Any]:
@@ -115,6 +126,8 @@ def audit_model_from(fields: dict[str, Any]) -> AuditRecord:
 def insert_lines(lines: list[bytes], directory: Path) -> int:
     """Inserts spool lines as one batch; returns how many the database refused (kept in `directory`)."""
     try:
+        if _inserted_as_json(lines):
+            return 0
         rows, refused = _decoded(lines)
         if not _copied(rows):
             refused += _bulk_created(rows)
@@ -124,6 +137,31 @@ def insert_lines(lines: list[bytes], directory: Path) -> int:
         # Back to the pool now: this thread may sleep for a long time before the next batch.
         with contextlib.suppress(DatabaseError):
             connection.close()
+
+
+def _inserted_as_json(lines: list[bytes]) -> bool:
+    """The whole batch in one statement that PostgreSQL unpacks from the spool lines themselves.
+
+    The writer thread then does no per-row work in Python: it shares its process's GIL with the
+    event loop, so each microsecond it holds it is one the request path waits (COPY's per-value
+    adaptation cost ~50 us of GIL per record, measured). All or nothing, like COPY: a replayed
+    record or a value the database refuses sends the batch down the row-by-row paths below.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    try:
+        with connection.wrap_database_errors:
+            connection.ensure_connection()
+            # Server-side binding: Django's client-side cursor would quote the whole payload into the SQL.
+            with psycopg.Cursor(connection.connection) as cursor:
+                cursor.execute(INSERT_FROM_JSON, [Jsonb(b"[" + b",".join(lines) + b"]", dumps=_as_is)])
+    except (DataError, IntegrityError):
+        return False
+    return True
+
+
+def _as_is(payload: bytes) -> bytes:
+    return payload
 
 
 def _decoded(lines: list[bytes]) -> tuple[list[tuple[bytes, dict]], list[bytes]]:
