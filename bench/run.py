@@ -2,6 +2,7 @@
 
     python bench/run.py [--rounds 3] [--duration 8] [--quick] [--out docs/benchmarks.md]
                         [--targets limit,aiproxy,aiproxy-audit-off,aiproxy-2w,litellm] [--litellm PATH]
+                        [--workloads "chat c1,chat c10,chat c50,embeddings c10,stream c1"]
 
 One machine, one command. It starts a fake OpenAI-compatible upstream, aiproxy under gunicorn with
 uvicorn workers on a scratch PostgreSQL database (created and migrated here), and LiteLLM's proxy when
@@ -1085,6 +1086,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets", default=",".join(ALL_TARGETS), help="comma-separated, from " + ", ".join(ALL_TARGETS)
     )
+    parser.add_argument(
+        "--workloads", default=",".join(w.name for w in WORKLOADS), help="comma-separated subset of the workloads"
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--log-level", default="INFO", help="aiproxy's LOG_LEVEL (INFO: one access line per request)")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="where the servers' output goes")
@@ -1093,6 +1097,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.litellm = Path(args.litellm) if Path(args.litellm).is_absolute() else ROOT / args.litellm
     if args.quick:
         args.rounds, args.duration, args.stream_samples = 1, 1, 30
+    by_name = {w.name: w for w in WORKLOADS}
+    if not set(args.workloads.split(",")) <= set(by_name):
+        parser.error(f"--workloads names only {sorted(by_name)}")
+    args.workloads = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
     unknown = set(args.targets.split(",")) - set(ALL_TARGETS)
     if unknown or "limit" not in args.targets.split(","):
         parser.error(f"--targets must include limit and name only {ALL_TARGETS}; unknown: {sorted(unknown)}")
@@ -1144,7 +1152,7 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
     try:
         start_all(targets, args, work_dir)
         warm_up(targets, settings, audit, quick=args.quick)
-        runs = run_rounds(targets, WORKLOADS, settings, audit)
+        runs = run_rounds(targets, args.workloads, settings, audit)
         final_rss = {t.name: [memory_kb(pid)[1] / 1024 for pid in worker_pids(t)] for t in targets}
         exact = {}
         for target in (t for t in targets if t.key_id is not None):
@@ -1198,7 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{args.database_url}: {', '.join(t.name for t in targets)}; {estimate(len(targets), settings, args)}")
     context.update(measure_everything(targets, args, settings))
     runs = context["runs"]
-    summaries = [summarise(runs, t.name, w) for w in WORKLOADS for t in targets]
+    summaries = [summarise(runs, t.name, w) for w in args.workloads for t in targets]
     text, ok = report(runs, summaries, context)
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1209,7 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def estimate(n_targets: int, settings: Settings, args: argparse.Namespace) -> str:
-    wrk_runs = sum(not w.stream for w in WORKLOADS)
+    wrk_runs = sum(not w.stream for w in args.workloads)
     per_round = n_targets * (wrk_runs * settings.duration + settings.stream_budget)
     warmup = 0 if args.quick else n_targets * (2 * settings.warmup + 2)
     return f"about {(settings.rounds * per_round + warmup) / 60:.1f} min of load"

@@ -109,6 +109,27 @@ async def test_records_reach_the_database_and_the_spool_empties(writer, spool_di
     assert spool_files(spool_dir) == []
 
 
+async def test_under_steady_load_records_wait_for_the_interval_and_go_in_large_batches(writer, settings, monkeypatch):
+    settings.AUDIT_FLUSH_INTERVAL = 0.1
+    batches = []
+
+    def slow_insert(lines, directory):
+        batches.append(len(lines))
+        time.sleep(0.02)  # records keep arriving while a batch is written
+        return insert_lines(lines, directory)
+
+    monkeypatch.setattr(writer_module, "insert_lines", slow_insert)
+    await writer.start()
+    for exchange in exchanges(60, "steady"):
+        writer.record(exchange)
+        await asyncio.sleep(0.005)
+    await drained(writer)
+
+    assert sum(batches) == 60
+    # One batch per interval, not one per insert's worth of arrivals (which would be a dozen or more).
+    assert len(batches) <= 6, batches
+
+
 async def test_a_record_is_on_disk_when_record_returns(writer, spool_dir):
     writer.record(finished_exchange(request_id="on-disk"))
 
