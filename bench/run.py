@@ -1092,6 +1092,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--log-level", default="INFO", help="aiproxy's LOG_LEVEL (INFO: one access line per request)")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="where the servers' output goes")
+    parser.add_argument(
+        "--key-only", action="store_true", help="prepare the database, print a key with the harness's policy, exit"
+    )
     parser.add_argument("--litellm", default=DEFAULT_LITELLM, help="LiteLLM's executable (skipped when missing)")
     args = parser.parse_args(argv)
     args.litellm = Path(args.litellm) if Path(args.litellm).is_absolute() else ROOT / args.litellm
@@ -1171,6 +1174,11 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.key_only:  # for the quick scripts (bench/servers.sh): the same configuration as the harness's
+        target = Target("aiproxy", TARGET_LABELS["aiproxy"], 0)
+        prepare_database(args.database_url, [target])
+        print(target.key)
+        return 0
     # The servers run in sessions of their own: on SIGTERM, unwind through `finally` to stop them.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("wrk") is None:

@@ -1,13 +1,11 @@
-# Sourced by the quick bench scripts: a scratch database, a key, the fake upstream on 9100 and
-# aiproxy on 8100 (uvicorn, or gunicorn when SERVER=gunicorn); both stopped when the script exits.
+# Sourced by the quick bench scripts: a scratch database and a key with the harness's policy (both from
+# bench/run.py), the fake upstream on 9100 and aiproxy on 8100 (uvicorn, or gunicorn when SERVER=gunicorn).
 BIN=.venv/bin
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/aiproxy_bench}
 export SECRET_KEY=bench-secret LITELLM_BASE_URL=http://127.0.0.1:9100 LOG_LEVEL=${LOG_LEVEL:-WARNING}
 export AUDIT_SPOOL_DIR=${AUDIT_SPOOL_DIR:-$(mktemp -d)}
-psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='aiproxy_bench'" | grep -q 1 \
-  || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE aiproxy_bench"
-$BIN/python manage.py migrate -v0
-export AIPROXY_KEY=$($BIN/python manage.py create_api_key bench 2>/dev/null | tail -n1)
+# A key with the harness's policy (system context, defaults, annotations, full audit): its real configuration.
+export AIPROXY_KEY=$($BIN/python bench/run.py --key-only --database-url "$DATABASE_URL")
 
 $BIN/python tests/fake_upstream.py --port 9100 --no-record & UPSTREAM=$!
 if [ "${SERVER:-uvicorn}" = gunicorn ]; then
