@@ -179,8 +179,6 @@ LOGGING = {
         # Django's own request logger would repeat our access line, in text.
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "ERROR"},
-        # httpx logs every upstream request at INFO: our access line already says it.
-        "httpx": {"level": "WARNING"},
     },
 }
 

@@ -829,9 +829,7 @@ VERSIONED_PACKAGES = (
     "uvicorn-worker",
     "uvloop",
     "httptools",
-    "httpx",
     "aiohttp",
-    "httpx-aiohttp",
     "orjson",
     "psycopg",
 )

@@ -5,13 +5,12 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 
 from policies.streams import StreamRewriter
 from proxy.errors import upstream_cut, upstream_timeout
 from proxy.exchange import Exchange, Outcome
-from proxy.upstream import UPSTREAM_ERRORS, is_timeout
+from proxy.upstream import UPSTREAM_ERRORS, UpstreamResponse, is_timeout
 
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 DONE = b"[DONE]"
@@ -94,7 +93,7 @@ class StreamAssembler:
 class SseRelay:
     """An async iterator over the client's SSE bytes, fed from the open upstream response."""
 
-    def __init__(self, upstream: httpx.Response, exchange: Exchange, rewriter: StreamRewriter | None) -> None:
+    def __init__(self, upstream: UpstreamResponse, exchange: Exchange, rewriter: StreamRewriter | None) -> None:
         self.upstream = upstream
         self.exchange = exchange
         self.rewriter = rewriter
@@ -177,7 +176,7 @@ class SseRelay:
 class BinaryRelay:
     """Relays a non-JSON body (audio, files) chunk by chunk; the audit keeps its size and digest."""
 
-    def __init__(self, upstream: httpx.Response, exchange: Exchange) -> None:
+    def __init__(self, upstream: UpstreamResponse, exchange: Exchange) -> None:
         self.upstream = upstream
         self.exchange = exchange
 

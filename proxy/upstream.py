@@ -5,9 +5,8 @@ import re
 from urllib.parse import unquote
 
 import aiohttp
-import httpx
 from django.conf import settings
-from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDictProxy
 
 from proxy.errors import ProxyError, invalid_request, upstream_timeout, upstream_unreachable
 
@@ -33,47 +32,67 @@ CLIENT_ONLY = frozenset({"authorization", "api-key", "cookie", "accept-encoding"
 # The upstream's framing and identity headers; ours are set by the ASGI server.
 UPSTREAM_ONLY = frozenset({"content-encoding", "server", "date", "set-cookie"})
 
-UPSTREAM_ERRORS = (httpx.HTTPError, aiohttp.ClientError, asyncio.TimeoutError)
+# aiohttp's timeouts are asyncio.TimeoutError subclasses (and ClientErrors); a cut body is a ClientPayloadError.
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+# Streams are relayed as the upstream sends them: a chunk is whatever has arrived, at most this much.
+CHUNK_BYTES = 16 * 1024
 
-_client: httpx.AsyncClient | None = None
-_transport: AiohttpTransport | None = None
-
-
-def client() -> httpx.AsyncClient:
-    """The process's shared client (and its transport), created on first use inside the serving event loop."""
-    global _client, _transport
-    if _client is None:
-        # httpx's API over aiohttp's transport: ~1.8x less CPU per request than
-        # httpx's own transport (../shared/PERFORMANCE.md), still event-by-event for streams.
-        limits = httpx.Limits(
-            max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
-            max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS,
-        )
-        _transport = AiohttpTransport(limits=limits, trust_env=False)
-        _client = httpx.AsyncClient(transport=_transport, limits=limits)
-    return _client
+_session: aiohttp.ClientSession | None = None
 
 
-def timeout_extension() -> dict[str, float]:
-    """Read per request, so a settings change applies without a new client."""
-    return {
-        "connect": settings.UPSTREAM_CONNECT_TIMEOUT,
-        "read": settings.UPSTREAM_READ_TIMEOUT,
-        "write": settings.UPSTREAM_READ_TIMEOUT,
-        "pool": settings.UPSTREAM_POOL_TIMEOUT,
-    }
+def client() -> aiohttp.ClientSession:
+    """The process's one upstream session (its connection pool), created inside the serving event loop.
+
+    aiohttp directly, not httpx over its aiohttp transport: httpx's request, header and response
+    objects on top cost ~15% of a proxied request's CPU (bench/cpu.sh; ../shared/PERFORMANCE.md).
+    """
+    global _session
+    if _session is None:
+        connector = aiohttp.TCPConnector(limit=settings.UPSTREAM_MAX_CONNECTIONS)
+        # Bodies are relayed as they come: never decompressed, never given headers the client did not send.
+        _session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    return _session
 
 
-def transport() -> AiohttpTransport:
-    client()
-    return _transport
+def timeout() -> aiohttp.ClientTimeout:
+    """Read per request, so a settings change applies without a new session.
+
+    No total: a stream may run as long as the upstream keeps sending; each read waits at most
+    UPSTREAM_READ_TIMEOUT, a connection from the pool UPSTREAM_POOL_TIMEOUT.
+    """
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=settings.UPSTREAM_POOL_TIMEOUT,
+        sock_connect=settings.UPSTREAM_CONNECT_TIMEOUT,
+        sock_read=settings.UPSTREAM_READ_TIMEOUT,
+    )
 
 
 async def close() -> None:
-    global _client, _transport
-    if _client is not None:
-        await _client.aclose()
-        _client = _transport = None
+    global _session
+    if _session is not None:
+        await _session.close()
+        _session = None
+
+
+class UpstreamResponse:
+    """An upstream response with its body still open: read it whole, or relay it chunk by chunk; then close."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code: int = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+
+    async def aread(self) -> bytes:
+        return await self._response.read()
+
+    def aiter_raw(self):
+        return self._response.content.iter_chunked(CHUNK_BYTES)
+
+    async def aclose(self) -> None:
+        # Back to the pool when the body was read to its end; closed otherwise (a client that left mid-stream).
+        self._response.release()
+        await self._response.wait_for_close()
 
 
 def request_headers(incoming, *, request_id: str, content_type: str | None) -> dict[str, str]:
@@ -95,44 +114,48 @@ def request_headers(incoming, *, request_id: str, content_type: str | None) -> d
     return headers
 
 
-def response_headers(upstream: httpx.Response) -> list[tuple[str, str]]:
+def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
     return [
-        (name, value)
-        for name, value in upstream.headers.multi_items()
-        if name not in HOP_BY_HOP and name not in UPSTREAM_ONLY
+        (name.lower(), value)
+        for name, value in upstream.headers.items()
+        if name.lower() not in HOP_BY_HOP and name.lower() not in UPSTREAM_ONLY
     ]
 
 
-async def send(*, method: str, path: str, query: bytes, headers: dict[str, str], body: bytes | None) -> httpx.Response:
+async def send(
+    *, method: str, path: str, query: bytes, headers: dict[str, str], body: bytes | None
+) -> UpstreamResponse:
     """Send a request upstream; the response body is left open for the caller to read or stream."""
     url = settings.LITELLM_BASE_URL + path
     if query:
         url += "?" + query.decode("latin-1")
-    request = httpx.Request(method, url, headers=headers, content=body, extensions={"timeout": timeout_extension()})
     try:
-        # Straight to the transport: the client's redirect, auth and cookie layers have no work to do
-        # for a proxy (the upstream's cookies and redirects are the client's business) and cost ~10% CPU.
-        response = await transport().handle_async_request(request)
+        response = await client().request(
+            method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,  # the upstream's redirects and cookies are the client's business
+            timeout=timeout(),
+        )
     except UPSTREAM_ERRORS as exc:
         raise upstream_error(exc) from exc
-    response.request = request
-    return response
+    return UpstreamResponse(response)
+
+
+async def ping(path: str, seconds: float) -> None:
+    """Raises unless the upstream answers `path` within `seconds` (any status: it is up)."""
+    async with client().get(settings.LITELLM_BASE_URL + path, timeout=aiohttp.ClientTimeout(total=seconds)):
+        pass
 
 
 def upstream_error(exc: BaseException) -> ProxyError:
-    """502 when the upstream is unreachable or broke the connection, 504 when it was too slow.
-
-    httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout, so
-    the cause, not the mapped type, says which it was.
-    """
+    """502 when the upstream is unreachable or broke the connection, 504 when it was too slow."""
     return upstream_timeout() if is_timeout(exc) else upstream_unreachable()
 
 
 def is_timeout(exc: BaseException) -> bool:
-    cause = exc.__cause__ or exc
-    if isinstance(cause, asyncio.TimeoutError):
-        return True
-    return cause is exc and isinstance(exc, httpx.TimeoutException)
+    return isinstance(exc, asyncio.TimeoutError)
 
 
 _FORBIDDEN_RAW = re.compile(r"%2e|%2f|%5c|%00|\\|//|://|@", re.IGNORECASE)

@@ -6,7 +6,6 @@ import functools
 import logging
 import time
 
-import httpx
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -134,7 +133,7 @@ async def ready(request) -> HttpResponse:
     except Exception as exc:
         problems["database"] = type(exc).__name__
     try:
-        await asyncio.wait_for(upstream.client().get(settings.LITELLM_BASE_URL + "/health/liveliness"), timeout=2.0)
+        await upstream.ping("/health/liveliness", seconds=2.0)
     except Exception as exc:
         problems["upstream"] = type(exc).__name__
     audit = audit_writer.status()
@@ -218,7 +217,7 @@ def check_model_allowed(key: KeyContext, model: str) -> None:
         )
 
 
-async def forward(request, exchange: Exchange, path: str, body: bytes | None) -> httpx.Response:
+async def forward(request, exchange: Exchange, path: str, body: bytes | None) -> upstream.UpstreamResponse:
     headers = upstream.request_headers(
         request.headers, request_id=exchange.request_id, content_type=request.META.get("CONTENT_TYPE")
     )
@@ -234,7 +233,7 @@ async def forward(request, exchange: Exchange, path: str, body: bytes | None) ->
     return response
 
 
-async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: httpx.Response, rewrite=None):
+async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: upstream.UpstreamResponse, rewrite=None):
     content_type = upstream_response.headers.get("content-type", "")
     exchange.response_content_type = content_type
     exchange.status = upstream_response.status_code
@@ -253,7 +252,9 @@ async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: htt
     return response
 
 
-async def read_json_response(exchange: Exchange, endpoint: Endpoint, upstream_response: httpx.Response, rewrite):
+async def read_json_response(
+    exchange: Exchange, endpoint: Endpoint, upstream_response: upstream.UpstreamResponse, rewrite
+):
     try:
         content = await upstream_response.aread()
     except upstream.UPSTREAM_ERRORS as exc:
