@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 
+from aiproxy import memory
 from policies.cache import config_cache
 from proxy import upstream
 from proxy.audit_writer import audit_writer
@@ -14,6 +15,8 @@ async def startup() -> None:
     upstream.client()
     await audit_writer.start()
     _tasks.append(asyncio.create_task(config_cache.run_poller(), name="config-poller"))
+    if trim := memory.malloc_trim():
+        _tasks.append(asyncio.create_task(memory.trim_periodically(trim), name="malloc-trim"))
 
 
 async def shutdown() -> None:
