@@ -922,7 +922,9 @@ def audit_table(runs: list[Run], totals: dict, exact: dict) -> tuple[list[str], 
     return lines, ok
 
 
-def goal_rows(by_key: dict[tuple[str, str], Summary], final_rss: dict[str, list[float]]) -> list[str]:
+def goal_rows(
+    by_key: dict[tuple[str, str], Summary], final_rss: dict[str, list[float]], master_rss: dict[str, float]
+) -> list[str]:
     """The targets of issue 6, met or missed in this run (all for aiproxy: 1 worker, policy, full audit)."""
     chat = by_key.get(("aiproxy", "chat c10"))
     c1 = by_key.get(("aiproxy", "chat c1"))
@@ -964,9 +966,11 @@ def goal_rows(by_key: dict[tuple[str, str], Summary], final_rss: dict[str, list[
         )
     if final_rss.get("aiproxy"):
         worst = max(final_rss["aiproxy"])
+        master = master_rss.get("aiproxy")
+        master_note = f" (gunicorn master: {master:.0f} MB)" if master is not None else ""
         row(
             f"≤ {TARGET_RSS_PER_WORKER_MB:.0f} MB RSS per worker after the run",
-            f"{worst:.0f} MB",
+            f"{worst:.0f} MB{master_note}",
             worst <= TARGET_RSS_PER_WORKER_MB,
         )
     if not rows:
@@ -998,7 +1002,7 @@ def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[st
         "",
         "## The targets of issue 6",
         "",
-        *goal_rows(by_key, context["final_rss"]),
+        *goal_rows(by_key, context["final_rss"], context.get("master_rss", {})),
         "",
         "## Non-streaming chat and embeddings",
         "",
@@ -1155,6 +1159,8 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
         warm_up(targets, settings, audit, quick=args.quick)
         runs = run_rounds(targets, args.workloads, settings, audit)
         final_rss = {t.name: [memory_kb(pid)[1] / 1024 for pid in worker_pids(t)] for t in targets}
+        # gunicorn preloads the app in its master (gunicorn.conf.py): its memory is reported too.
+        master_rss = {t.name: memory_kb(t.process.pid)[1] / 1024 for t in targets if t.process and t.is_proxy}
         exact = {}
         for target in (t for t in targets if t.key_id is not None):
             answered, rows = exact_audit_check(target, audit, EXACT_CHECK_REQUESTS)
@@ -1167,7 +1173,13 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
                 shutil.rmtree(target.state_dir, ignore_errors=True)
         audit.close()
         shutil.rmtree(work_dir, ignore_errors=True)
-    return {"runs": runs, "final_rss": final_rss, "audit_totals": totals, "audit_exact": exact}
+    return {
+        "runs": runs,
+        "final_rss": final_rss,
+        "master_rss": master_rss,
+        "audit_totals": totals,
+        "audit_exact": exact,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
