@@ -117,6 +117,9 @@ UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
 UPSTREAM_POOL_TIMEOUT = env.float("UPSTREAM_POOL_TIMEOUT", default=10.0)
 UPSTREAM_MAX_CONNECTIONS = env.int("UPSTREAM_MAX_CONNECTIONS", default=200)
+# Idle upstream connections are dropped before the upstream drops them (uvicorn, under LiteLLM: 5 s):
+# a request sent on a connection the server is closing fails, and a POST is not retried.
+UPSTREAM_KEEPALIVE_SECONDS = env.float("UPSTREAM_KEEPALIVE_SECONDS", default=4.0)
 
 # --- request limits -------------------------------------------------------------
 MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=20 * 1024 * 1024)

@@ -48,7 +48,9 @@ def client() -> aiohttp.ClientSession:
     """
     global _session
     if _session is None:
-        connector = aiohttp.TCPConnector(limit=settings.UPSTREAM_MAX_CONNECTIONS)
+        connector = aiohttp.TCPConnector(
+            limit=settings.UPSTREAM_MAX_CONNECTIONS, keepalive_timeout=settings.UPSTREAM_KEEPALIVE_SECONDS
+        )
         # Bodies are relayed as they come: never decompressed, never given headers the client did not send.
         _session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     return _session

@@ -82,6 +82,7 @@ class ReceivedRequest:
     headers: dict[str, str]  # lowercased names
     body: bytes
     json: dict | None  # parsed body when it is a JSON object
+    client_port: int | None = None  # which of the client's connections carried it
 
 
 @dataclass(slots=True)
@@ -542,6 +543,7 @@ def _make_request(scope: dict, body: bytes) -> ReceivedRequest:
         headers=headers,
         body=body,
         json=parsed if isinstance(parsed, dict) else None,
+        client_port=scope["client"][1] if scope.get("client") else None,
     )
 
 
