@@ -1213,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = make_targets(args.targets.split(","), log_dir, args.litellm, notes)
     context = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python bench/run.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),  # before the run: the load average says how busy the machine already was
         "versions": versions(args.litellm if any(t.name == "litellm" for t in targets) else None),
         "settings": settings,
