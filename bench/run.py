@@ -640,8 +640,8 @@ def check_audit(target: Target, run: Run, audit: AuditCounter, before: int) -> N
 
     Not exactly `sent`: wrk stops hard, closing connections with requests in flight. uvicorn drops a
     request whose client left before the app read its body (receive() answers http.disconnect), so
-    aiproxy never sees it; and a request whose client leaves while aiproxy awaits the upstream's answer
-    is cancelled, and at the time of writing that leaves no row either (the gap this column shows).
+    aiproxy never sees it (the gap this column shows). A request whose client leaves while aiproxy
+    awaits the upstream's answer is cancelled and recorded as client_disconnected: it has its row.
     The exact count is checked separately, every request awaited (`exact_audit_check`).
     """
     target.sent_total += run.sent
@@ -1027,10 +1027,10 @@ def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[st
         "- Audit rows: each aiproxy target has its own key; its rows are counted before and after every run",
         "  (waiting up to 10 s for the background writer). Every answered request must have exactly one row:",
         "  answered ≤ rows ≤ sent. wrk stops hard, closing connections with a request in flight: uvicorn drops",
-        "  one whose body aiproxy had not read yet, and aiproxy itself leaves no row for one it was forwarding",
-        "  when the client left (see bench/README.md). Those are the *no row* column, at most the connections",
-        "  in flight. The **exact check** awaits every request, so there rows must equal requests. With audit",
-        "  off, no row may appear.",
+        "  one whose body aiproxy had not read yet: aiproxy never sees it. Those are the *no row* column, at most",
+        "  the connections in flight; a request aiproxy was already forwarding when its client left has its row",
+        "  (outcome client_disconnected). The **exact check** awaits every request, so there rows must equal",
+        "  requests. With audit off, no row may appear.",
         "",
         *audit_lines,
         "",

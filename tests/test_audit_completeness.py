@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 
@@ -162,3 +163,22 @@ def test_no_key_or_cookie_is_stored_in_any_column(live, alice_key):
     stored = json.dumps(list(AuditRecord.objects.filter(request_id__startswith=run).values()), default=str)
     for secret in (alice_key, STRANGER_KEY, COOKIE.split("=")[1], "Bearer"):
         assert secret not in stored
+
+
+def test_a_client_that_leaves_while_the_upstream_thinks_still_leaves_its_record(live, alice_key):
+    request_id = f"{uuid.uuid4().hex[:8]}-left"
+    body = json.dumps(CHAT).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: aiproxy\r\nAuthorization: Bearer {alice_key}\r\n"
+        f"X-Request-ID: {request_id}\r\nx-fake-delay: 1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    host, port = live.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body)
+        time.sleep(0.3)  # forwarded, the upstream still thinking: the client gives up
+
+    records = records_of(request_id, 1)
+
+    assert [(r.outcome, r.status_code) for r in records.values()] == [("client_disconnected", 499)]
+    assert records[request_id].forwarded_body is not None
