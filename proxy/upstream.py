@@ -44,14 +44,15 @@ def client() -> aiohttp.ClientSession:
     """The process's one upstream session (its connection pool), created inside the serving event loop.
 
     aiohttp directly, not httpx over its aiohttp transport: httpx's request, header and response
-    objects on top cost ~15% of a proxied request's CPU (bench/cpu.sh; ../shared/PERFORMANCE.md).
+    objects on top cost a quarter of a proxied request's CPU (bench/cpu.sh: 442-480 us with them,
+    334-346 without; ../shared/PERFORMANCE.md measured the same on a bare view).
     """
     global _session
     if _session is None:
         connector = aiohttp.TCPConnector(
             limit=settings.UPSTREAM_MAX_CONNECTIONS, keepalive_timeout=settings.UPSTREAM_KEEPALIVE_SECONDS
         )
-        # Bodies are relayed as they come: never decompressed, never given headers the client did not send.
+        # Bodies are relayed as the upstream sent them, never decompressed (we ask for identity anyway).
         _session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     return _session
 
