@@ -104,10 +104,10 @@ class ConfigCache:
         cached = self._keys.get(digest)
         if cached is None or now - cached[1] > settings.CONFIG_CACHE_MAX_AGE:
             cached = await self._load(digest, stale=cached)
-        context = cached[0]
-        if context is None or (context.expires_at is not None and context.expires_at <= timezone.now()):
+        context, used_at = cached[0], timezone.now()
+        if context is None or (context.expires_at is not None and context.expires_at <= used_at):
             return None
-        self._last_used[context.key_id] = timezone.now()
+        self._last_used[context.key_id] = used_at
         return context
 
     async def _load(self, digest: str, *, stale: tuple | None) -> tuple[KeyContext | None, float]:

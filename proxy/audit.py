@@ -14,7 +14,6 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, DataError, IntegrityError, connection
-from django.db.models import JSONField
 from psycopg.types.json import Jsonb
 
 from proxy.exchange import Exchange
@@ -48,8 +47,7 @@ REJECTED_FILE = "rejected.jsonl"
 # What one row refused by the database looks like; anything else (connection lost) is retried.
 ROW_ERRORS = (DataError, IntegrityError, ValidationError, ValueError, TypeError)
 FIELD_NAMES = frozenset(field.attname for field in AuditRecord._meta.concrete_fields)
-COPY_FIELDS = tuple(field for field in AuditRecord._meta.concrete_fields if not field.primary_key)
-_COLUMNS = ", ".join(f'"{field.column}"' for field in COPY_FIELDS)
+_COLUMNS = ", ".join(f'"{field.column}"' for field in AuditRecord._meta.concrete_fields if not field.primary_key)
 _TABLE = f'"{AuditRecord._meta.db_table}"'
 # Spool lines are JSON objects keyed by column: PostgreSQL maps them onto rows itself (keys it does not
 # know are ignored; a missing NOT NULL column fails the batch, which the ORM's path then fills in).
@@ -129,8 +127,7 @@ def insert_lines(lines: list[bytes], directory: Path) -> int:
         if _inserted_as_json(lines):
             return 0
         rows, refused = _decoded(lines)
-        if not _copied(rows):
-            refused += _bulk_created(rows)
+        refused += _bulk_created(rows)
         _keep_refused(refused, directory / REJECTED_FILE)
         return len(refused)
     finally:
@@ -143,9 +140,10 @@ def _inserted_as_json(lines: list[bytes]) -> bool:
     """The whole batch in one statement that PostgreSQL unpacks from the spool lines themselves.
 
     The writer thread then does no per-row work in Python: it shares its process's GIL with the
-    event loop, so each microsecond it holds it is one the request path waits (COPY's per-value
-    adaptation cost ~50 us of GIL per record, measured). All or nothing, like COPY: a replayed
-    record or a value the database refuses sends the batch down the row-by-row paths below.
+    event loop, so each microsecond it holds it is one the request path waits (COPY, which this
+    replaced, adapted every value in Python: ~50 us of GIL per record, measured). All or nothing:
+    a replayed record, a torn line or a value the database refuses sends the batch down the ORM's
+    path, which skips stored records and sets refused lines aside one by one.
     """
     if connection.vendor != "postgresql":
         return False
@@ -176,31 +174,6 @@ def _decoded(lines: list[bytes]) -> tuple[list[tuple[bytes, dict]], list[bytes]]
         else:
             refused.append(line)
     return rows, refused
-
-
-def _copied(rows: list[tuple[bytes, dict]]) -> bool:
-    """PostgreSQL's COPY: about a tenth of bulk_create's CPU per row (measured), which shows in req/s.
-
-    All or nothing: a record already stored (a replay) or a value the database refuses fails the
-    whole COPY, and the batch then takes bulk_create's path, which skips or isolates them.
-    """
-    if connection.vendor != "postgresql":
-        return False
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in COPY_FIELDS)
-    statement = f"COPY {connection.ops.quote_name(AuditRecord._meta.db_table)} ({columns}) FROM STDIN"
-    try:
-        with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-            for _, fields in rows:
-                copy.write_row([_copy_value(field, fields.get(field.attname)) for field in COPY_FIELDS])
-    except (DataError, IntegrityError):
-        return False
-    return True
-
-
-def _copy_value(field, value: Any) -> Any:
-    if value is not None and isinstance(field, JSONField):
-        return orjson.dumps(value).decode()
-    return value
 
 
 def _bulk_created(rows: list[tuple[bytes, dict]]) -> list[bytes]:

@@ -118,11 +118,8 @@ def request_headers(incoming, *, request_id: str, content_type: str | None) -> d
 
 
 def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
-    return [
-        (name.lower(), value)
-        for name, value in upstream.headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in UPSTREAM_ONLY
-    ]
+    lowered = ((name.lower(), value) for name, value in upstream.headers.items())
+    return [(name, value) for name, value in lowered if name not in HOP_BY_HOP and name not in UPSTREAM_ONLY]
 
 
 async def send(

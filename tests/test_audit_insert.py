@@ -42,12 +42,11 @@ def stored(request_id: str) -> dict:
 
 @pytest.fixture
 def only_the_single_statement(monkeypatch):
-    """Fails the row-by-row paths: what is stored then went in as one statement."""
+    """Fails the ORM's path: what is stored then went in as one statement."""
 
     def refuse(*args):
         raise AssertionError("the batch left the single-statement path")
 
-    monkeypatch.setattr(audit, "_copied", refuse)
     monkeypatch.setattr(audit, "_bulk_created", refuse)
 
 
