@@ -8,9 +8,18 @@ from django.urls import include, path, re_path
 
 from proxy import endpoints, views
 
+# Response ids as the upstream mints them (LiteLLM's are base64): nothing that could change the upstream path.
+RESPONSE_ID = r"(?P<response_id>[A-Za-z0-9_.=-]{1,512})"
+
 v1_patterns = [
     path("chat/completions", views.relay, {"endpoint": endpoints.CHAT}),
     path("completions", views.relay, {"endpoint": endpoints.COMPLETIONS}),
+    path("responses", views.relay, {"endpoint": endpoints.RESPONSES}),
+    re_path(rf"^responses/{RESPONSE_ID}$", views.response_object),
+    re_path(rf"^responses/{RESPONSE_ID}/input_items$", views.response_input_items),
+    re_path(rf"^responses/{RESPONSE_ID}/cancel$", views.response_cancel),
+    path("messages", views.relay, {"endpoint": endpoints.MESSAGES}),
+    path("messages/count_tokens", views.relay, {"endpoint": endpoints.MESSAGES_COUNT_TOKENS}),
     path("embeddings", views.relay, {"endpoint": endpoints.EMBEDDINGS}),
     path("moderations", views.relay, {"endpoint": endpoints.MODERATIONS}),
     path("images/generations", views.relay, {"endpoint": endpoints.IMAGES}),
@@ -19,7 +28,8 @@ v1_patterns = [
     path("audio/translations", views.relay, {"endpoint": endpoints.AUDIO_TRANSLATIONS}),
     path("models", views.models_list),
     path("models/<path:model>", views.model_detail),
-    re_path(r"^(?P<path>.*)$", views.passthrough),
+    # Everything else: served as a governed surface if it is a variant of one, else closed unless opened.
+    re_path(r"^(?P<path>.*)$", views.v1_other),
 ]
 
 proxy_patterns = [

@@ -112,6 +112,8 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "static")
 # --- the upstream (LiteLLM) -------------------------------------------------
 LITELLM_BASE_URL = env.str("LITELLM_BASE_URL", default="http://127.0.0.1:4000").rstrip("/")
 LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
+# Upstream response headers about the upstream itself (x-litellm-*, llm_provider-*) are dropped, except these.
+UPSTREAM_RELAY_HEADERS = frozenset(name.lower() for name in env.list("UPSTREAM_RELAY_HEADERS", default=[]))
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Streams can be silent for a long time while a model thinks.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)

@@ -71,6 +71,7 @@ class PolicyAdmin(admin.ModelAdmin):
             "Models",
             {"fields": ("allowed_models", "model_aliases", "embedding_default_model", "embedding_normalize_input")},
         ),
+        ("Surfaces and paths", {"fields": ("allowed_surfaces", "passthrough_paths")}),
         ("User identification", {"fields": ("user_field", "user_field_override")}),
         ("Content rules", {"fields": ("blocked_patterns", "response_redactions")}),
         ("Response annotations", {"fields": ("annotate_responses", "annotation_extra")}),

@@ -1,4 +1,4 @@
-"""The policy engine: pure functions applying a PolicySpec to OpenAI-shaped request and response dicts."""
+"""The policy engine: pure functions applying a PolicySpec to request and response dicts, through a surface adapter."""
 
 from __future__ import annotations
 
@@ -8,49 +8,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from policies import surfaces
 from policies.spec import PolicySpec, Redaction
+from policies.surfaces import Surface, surface_for
 
-CHAT = "chat"
-COMPLETIONS = "completions"
-EMBEDDINGS = "embeddings"
-MODERATIONS = "moderations"
-IMAGES = "images"
-AUDIO_SPEECH = "audio_speech"
-AUDIO_TRANSCRIPTIONS = "audio_transcriptions"
-AUDIO_TRANSLATIONS = "audio_translations"
-MODELS = "models"
-OTHER = "other"
-
-# Endpoints whose body names a model: aliases and allowed_models apply to all of them.
-MODEL_ENDPOINTS = frozenset(
-    {
-        CHAT,
-        COMPLETIONS,
-        EMBEDDINGS,
-        MODERATIONS,
-        IMAGES,
-        AUDIO_SPEECH,
-        AUDIO_TRANSCRIPTIONS,
-        AUDIO_TRANSLATIONS,
-    }
-)
-# Sampling parameters (temperature, max_tokens, ...) only mean something to text generation;
-# sending them to embeddings or images would make many providers reject the request.
-GENERATION_ENDPOINTS = frozenset({CHAT, COMPLETIONS})
-USER_FIELD_ENDPOINTS = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, IMAGES})
-# Where blocked patterns look, and the request field a rejection names.
-BLOCKED_TEXT_FIELDS = {
-    CHAT: "messages",
-    COMPLETIONS: "prompt",
-    EMBEDDINGS: "input",
-    MODERATIONS: "input",
-    # Not in the original list, but these prompts leave for the upstream just the same.
-    IMAGES: "prompt",
-    AUDIO_SPEECH: "input",
-}
-# "developer" is the newer name OpenAI gives system instructions; both count as the client's.
-SYSTEM_ROLES = frozenset({"system", "developer"})
-TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")
+# Endpoint names, as the audit record and the tests know them; each names one surface adapter.
+CHAT = surfaces.CHAT.name
+COMPLETIONS = surfaces.COMPLETIONS.name
+RESPONSES = surfaces.RESPONSES.name
+MESSAGES = surfaces.MESSAGES.name
+MESSAGES_COUNT_TOKENS = surfaces.MESSAGES_COUNT_TOKENS.name
+EMBEDDINGS = surfaces.EMBEDDINGS.name
+MODERATIONS = surfaces.MODERATIONS.name
+IMAGES = surfaces.IMAGES.name
+AUDIO_SPEECH = surfaces.AUDIO_SPEECH.name
+AUDIO_TRANSCRIPTIONS = surfaces.AUDIO_TRANSCRIPTIONS.name
+AUDIO_TRANSLATIONS = surfaces.AUDIO_TRANSLATIONS.name
+MODELS = surfaces.MODELS.name
+OTHER = surfaces.OTHER.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +63,33 @@ class PolicyRejection(Exception):
 # --- requests ---------------------------------------------------------------------------
 
 
-def apply_request(spec: PolicySpec, endpoint: str, body: dict[str, Any], context: RequestContext) -> RequestPlan:
+def apply_request(
+    spec: PolicySpec, surface: str | Surface, body: dict[str, Any], context: RequestContext
+) -> RequestPlan:
     """Return the body to forward upstream and what the policy changed; raise PolicyRejection.
 
-    The input is never mutated. The returned body is a new dict, but nested values the
-    policy did not touch are shared with the input: copy them before changing them.
+    `surface` is the adapter (or its endpoint name) that knows where this dialect keeps each
+    thing the rules touch. The input is never mutated. The returned body is a new dict, but
+    nested values the policy did not touch are shared with the input: copy them before changing them.
     """
-    if endpoint not in MODEL_ENDPOINTS or not isinstance(body, dict):
+    adapter = surface_for(surface)
+    if not adapter.names_model or not isinstance(body, dict):
         model = body.get("model") if isinstance(body, dict) else None
         return RequestPlan(body=body, modifications=[], original_model=model, upstream_model=model)
 
     out = dict(body)
     mods: list[str] = []
     original_model = _apply_model(spec, out, mods)
-    _check_blocked(spec, endpoint, out)
-    if endpoint in GENERATION_ENDPOINTS:
-        _apply_system_context(spec, endpoint, out, mods)
-        _apply_params(spec, out, mods)
-        _apply_ceiling(spec, out, mods)
-    if endpoint in USER_FIELD_ENDPOINTS:
-        _apply_user_field(spec, out, mods, context)
-    if endpoint == EMBEDDINGS:
+    _check_blocked(spec, adapter, out)
+    if adapter.has_system_prompt and spec.system_context:
+        if adapter.add_system_context(out, spec.system_context, spec.system_context_mode):
+            mods.append(f"system_context:{spec.system_context_mode}")
+    if adapter.takes_params:
+        _apply_params(spec, adapter, out, mods)
+        _apply_ceiling(spec, adapter, out, mods)
+    if adapter.sets_user:
+        _apply_user_field(spec, adapter, out, mods, context)
+    if adapter is surfaces.EMBEDDINGS:
         _apply_embedding_rules(spec, out, mods)
     upstream = out.get("model")
     return RequestPlan(
@@ -153,13 +134,10 @@ def _apply_model(spec: PolicySpec, body: dict[str, Any], mods: list[str]) -> str
     return model
 
 
-def _check_blocked(spec: PolicySpec, endpoint: str, body: dict[str, Any]) -> None:
+def _check_blocked(spec: PolicySpec, adapter: Surface, body: dict[str, Any]) -> None:
     if not spec.blocked_patterns:
         return
-    param = BLOCKED_TEXT_FIELDS.get(endpoint)
-    if param is None:
-        return
-    for text in _request_texts(body.get(param)):
+    for param, text in adapter.request_texts(body):
         for rule in spec.blocked_patterns:
             if rule.regex.search(text):
                 # The message names the rule, never the matched text: it may be the secret.
@@ -171,107 +149,55 @@ def _check_blocked(spec: PolicySpec, endpoint: str, body: dict[str, Any]) -> Non
                 )
 
 
-def _request_texts(value: Any) -> Iterator[str]:
-    """Every text in messages, a prompt or an input: strings, message contents, text parts."""
-    # Only the shapes OpenAI defines are walked: a client cannot make us recurse deeply.
-    for item in value if isinstance(value, list) else (value,):
-        if isinstance(item, dict) and "content" in item:  # a chat message
-            item = item["content"]
-        for part in item if isinstance(item, list) else (item,):
-            if isinstance(part, str):
-                yield part
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield part["text"]
-
-
-def _apply_system_context(spec: PolicySpec, endpoint: str, body: dict[str, Any], mods: list[str]) -> None:
-    if not spec.system_context:
-        return
-    if endpoint == CHAT:
-        changed = _system_context_chat(spec, body)
-    else:
-        changed = _system_context_prompt(spec, body)
-    if changed:
-        mods.append(f"system_context:{spec.system_context_mode}")
-
-
-def _system_context_chat(spec: PolicySpec, body: dict[str, Any]) -> bool:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return False
-    ours = {"role": "system", "content": spec.system_context}
-    mode = spec.system_context_mode
-    if mode == "if_missing":
-        if any(_is_system(m) for m in messages):
-            return False
-        body["messages"] = [ours, *messages]
-    elif mode == "prepend":
-        body["messages"] = [ours, *messages]
-    else:  # replace
-        body["messages"] = [ours, *(m for m in messages if not _is_system(m))]
-    return True
-
-
-def _is_system(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("role") in SYSTEM_ROLES
-
-
-def _system_context_prompt(spec: PolicySpec, body: dict[str, Any]) -> bool:
-    # A prompt has no system message to look for or replace: every mode prefixes it.
-    # Token-id prompts are left alone: we cannot tokenize the context for the model.
-    prompt = body.get("prompt")
-    prefix = spec.system_context + "\n\n"
-    if isinstance(prompt, str):
-        body["prompt"] = prefix + prompt
-        return True
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        body["prompt"] = [prefix + p for p in prompt]
-        return True
-    return False
-
-
-def _apply_params(spec: PolicySpec, body: dict[str, Any], mods: list[str]) -> None:
+def _apply_params(spec: PolicySpec, adapter: Surface, body: dict[str, Any], mods: list[str]) -> None:
     # A parameter sent as null counts as not set, as it does for OpenAI.
     model = body.get("model")
     if spec.model_rules and isinstance(model, str):
         for rule in spec.model_rules:
             if not rule.regex.match(model):
                 continue
-            for key, value in rule.defaults.items():
+            for key, value in _surface_params(adapter, rule.defaults):
                 # Checking the body also makes earlier rules win over later ones.
                 if body.get(key) is None:
                     body[key] = _fresh(value)
                     mods.append(f"model_rule:{rule.pattern}:{key}")
-    for key, value in spec.param_defaults.items():
+    for key, value in _surface_params(adapter, spec.param_defaults):
         if body.get(key) is None:
             body[key] = _fresh(value)
             mods.append(f"default:{key}")
-    for key, value in spec.param_overrides.items():
+    for key, value in _surface_params(adapter, spec.param_overrides):
         if key not in body or body[key] != value:
             body[key] = _fresh(value)
             mods.append(f"override:{key}")
 
 
-def _apply_ceiling(spec: PolicySpec, body: dict[str, Any], mods: list[str]) -> None:
+def _surface_params(adapter: Surface, params: Any) -> Iterator[tuple[str, Any]]:
+    """A policy's parameters renamed for the surface; the ones that mean nothing there are left out."""
+    for key, value in params.items():
+        mapped = adapter.param(key, value)
+        if mapped is not None:
+            yield mapped
+
+
+def _apply_ceiling(spec: PolicySpec, adapter: Surface, body: dict[str, Any], mods: list[str]) -> None:
     # Only clamps what the client sent; a param_defaults entry covers clients that send nothing.
     ceiling = spec.max_tokens_ceiling
     if ceiling is None:
         return
-    for key in TOKEN_LIMIT_PARAMS:
+    for key in adapter.token_limit_params:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
             body[key] = ceiling
             mods.append(f"ceiling:{key}:{value}->{ceiling}")
 
 
-def _apply_user_field(spec: PolicySpec, body: dict[str, Any], mods: list[str], context: RequestContext) -> None:
+def _apply_user_field(
+    spec: PolicySpec, adapter: Surface, body: dict[str, Any], mods: list[str], context: RequestContext
+) -> None:
     if spec.user_field == "leave":
         return
-    if body.get("user") is not None and not spec.user_field_override:
-        return
     value = context.key_name if spec.user_field == "key_name" else context.client_ip
-    if value and body.get("user") != value:
-        body["user"] = value
+    if value and adapter.set_user(body, value, override=spec.user_field_override):
         mods.append(f"user:{spec.user_field}")
 
 
@@ -331,43 +257,19 @@ def filter_models_list(spec: PolicySpec, body: dict[str, Any]) -> dict[str, Any]
 # --- responses --------------------------------------------------------------------------
 
 
-def apply_response(spec: PolicySpec, endpoint: str, body: dict[str, Any], context: ResponseContext) -> dict[str, Any]:
+def apply_response(
+    spec: PolicySpec, surface: str | Surface, body: dict[str, Any], context: ResponseContext
+) -> dict[str, Any]:
     """Redact the answer text and add annotations; returns a new dict when anything changed."""
-    if endpoint == OTHER or not isinstance(body, dict):
+    adapter = surface_for(surface)
+    if not adapter.annotates or not isinstance(body, dict):
         return body
-    if spec.response_redactions and endpoint in GENERATION_ENDPOINTS:
-        body = _redact_choices(spec.response_redactions, endpoint, body)
+    if spec.response_redactions:
+        redactions = spec.response_redactions
+        body = adapter.redact_response(body, lambda text: redact_text(redactions, text))
     if spec.annotate_responses:
         body = _annotate(spec, body, context)
     return body
-
-
-def _redact_choices(redactions: tuple[Redaction, ...], endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    choices = body.get("choices")
-    if not isinstance(choices, list):
-        return body
-    new_choices = [_redact_choice(redactions, endpoint, c) for c in choices]
-    if all(new is old for new, old in zip(new_choices, choices, strict=True)):
-        return body
-    return {**body, "choices": new_choices}
-
-
-def _redact_choice(redactions: tuple[Redaction, ...], endpoint: str, choice: Any) -> Any:
-    if not isinstance(choice, dict):
-        return choice
-    if endpoint == COMPLETIONS:
-        text = choice.get("text")
-        if not isinstance(text, str):
-            return choice
-        redacted = redact_text(redactions, text)
-        return choice if redacted == text else {**choice, "text": redacted}
-    message = choice.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-        return choice
-    redacted = redact_text(redactions, message["content"])
-    if redacted == message["content"]:
-        return choice
-    return {**choice, "message": {**message, "content": redacted}}
 
 
 def redact_text(redactions: tuple[Redaction, ...], text: str) -> str:

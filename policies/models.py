@@ -5,6 +5,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from policies.surfaces import GOVERNED
 from policies.validation import validate_policy_content
 
 
@@ -58,6 +59,20 @@ class Policy(models.Model):
     model_aliases = models.JSONField(
         default=_empty_dict, blank=True, help_text='Client name to upstream name: {"fast": "gpt-4o-mini"}'
     )
+    allowed_surfaces = models.JSONField(
+        default=_empty_list,
+        blank=True,
+        help_text="The APIs this policy's keys may use, of: "
+        + ", ".join(GOVERNED)
+        + ". Empty allows all of them. Others get 403 endpoint_not_allowed.",
+    )
+    passthrough_paths = models.JSONField(
+        default=_empty_list,
+        blank=True,
+        help_text='Other /v1 paths to forward as they are, as globs: ["/v1/files", "/v1/files/*"]. '
+        "Closed by default (404). A passthrough path runs with the upstream's own key and escapes every "
+        "rule here except the model check on a \"model\" in its JSON body: open only what you trust.",
+    )
     embedding_default_model = models.CharField(max_length=200, blank=True)
     embedding_normalize_input = models.BooleanField(default=False)
     user_field = models.CharField(max_length=16, choices=UserFieldMode.choices, default=UserFieldMode.LEAVE)
@@ -92,6 +107,8 @@ class Policy(models.Model):
         "max_tokens_ceiling",
         "allowed_models",
         "model_aliases",
+        "allowed_surfaces",
+        "passthrough_paths",
         "embedding_default_model",
         "embedding_normalize_input",
         "user_field",

@@ -21,6 +21,8 @@ DEFAULT_CONTENT: dict[str, Any] = {
     "max_tokens_ceiling": None,
     "allowed_models": [],
     "model_aliases": {},
+    "allowed_surfaces": [],
+    "passthrough_paths": [],
     "embedding_default_model": "",
     "embedding_normalize_input": False,
     "user_field": "leave",
@@ -90,6 +92,9 @@ class PolicySpec:
     max_tokens_ceiling: int | None = None
     allowed_models: tuple[str, ...] = ()
     model_aliases: Mapping[str, str] = field(default_factory=_empty_mapping)
+    # Empty: every governed surface.
+    allowed_surfaces: frozenset[str] = frozenset()
+    passthrough_paths: tuple[str, ...] = ()
     embedding_default_model: str = ""
     embedding_normalize_input: bool = False
     user_field: str = "leave"
@@ -102,11 +107,22 @@ class PolicySpec:
     audit_retention_days: int | None = None
     # One regex for all allowed globs: a single match per request instead of a loop.
     allowed_models_regex: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
+    passthrough_regex: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.allowed_models:
             joined = "|".join(fnmatch.translate(glob) for glob in self.allowed_models)
             object.__setattr__(self, "allowed_models_regex", re.compile(joined))
+        if self.passthrough_paths:
+            joined = "|".join(fnmatch.translate(glob) for glob in self.passthrough_paths)
+            object.__setattr__(self, "passthrough_regex", re.compile(joined))
+
+    def surface_allowed(self, group: str) -> bool:
+        return not self.allowed_surfaces or group in self.allowed_surfaces
+
+    def passthrough_allowed(self, path: str) -> bool:
+        """Whether a path no surface governs may be forwarded (matched whole, `*` spans segments)."""
+        return self.passthrough_regex is not None and self.passthrough_regex.match(path) is not None
 
     @classmethod
     def from_content(cls, *, name: str, version: int, content: dict[str, Any], id: int | None = None) -> PolicySpec:
@@ -135,6 +151,8 @@ class PolicySpec:
             max_tokens_ceiling=get("max_tokens_ceiling"),
             allowed_models=tuple(get("allowed_models")),
             model_aliases=_frozen_mapping(get("model_aliases")),
+            allowed_surfaces=frozenset(get("allowed_surfaces")),
+            passthrough_paths=tuple(get("passthrough_paths")),
             embedding_default_model=get("embedding_default_model"),
             embedding_normalize_input=get("embedding_normalize_input"),
             user_field=get("user_field"),

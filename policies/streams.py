@@ -1,101 +1,80 @@
-"""Stream redactions: SSE chunks rewritten as they pass, holding back only text a match could still need."""
+"""Stream redactions: SSE events rewritten as they pass, holding back only text a match could still need."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from policies.engine import COMPLETIONS, GENERATION_ENDPOINTS
+from policies.engine import redact_text
 from policies.spec import STREAM_HOLD_LIMIT, PolicySpec, Redaction
+from policies.surfaces import Surface, surface_for
 
 # Raw text kept before a stream's release point, so \b and lookbehinds see what came before.
 STREAM_CONTEXT_CHARS = 64
 
 
-def stream_needs_rewrite(spec: PolicySpec, endpoint: str) -> bool:
+def stream_needs_rewrite(spec: PolicySpec, surface: str | Surface) -> bool:
     """Whether a stream's events must pass through a StreamRewriter at all."""
-    return bool(spec.response_redactions) and endpoint in GENERATION_ENDPOINTS
+    return bool(spec.response_redactions) and surface_for(surface).streams_text
 
 
 @dataclass(slots=True)
-class _ChoiceText:
+class _HeldText:
     context: str = ""  # raw text already released, for \b and lookbehinds
     pending: str = ""  # raw text held back: it could still be the start of a match
 
 
 class StreamRewriter:
-    """Redacts answer text across a stream of chunk events, per choice.
+    """Redacts answer text across a stream's events, per channel (a choice, a content part, a block).
 
-    Each choice holds back only the tail in which a match could still begin (see
-    PrefixMatcher), at most STREAM_HOLD_LIMIT characters, extended back to the start
-    of any complete match the cut would split. Held text is released, redacted, with
-    the choice's finish_reason or by flush().
+    The surface adapter says which events carry text and on which channel; each channel
+    holds back only the tail in which a match could still begin (see PrefixMatcher), at
+    most STREAM_HOLD_LIMIT characters, extended back to the start of any complete match
+    the cut would split. Held text is released, redacted, when the adapter says its
+    channel is finished (a finish_reason, a .done event, content_block_stop) or by flush().
     """
 
-    def __init__(self, spec: PolicySpec, endpoint: str) -> None:
-        self._active = stream_needs_rewrite(spec, endpoint)
+    def __init__(self, spec: PolicySpec, surface: str | Surface) -> None:
+        self._surface = surface_for(surface)
+        self._active = stream_needs_rewrite(spec, self._surface)
         self._redactions = spec.response_redactions
-        self._text_key = "text" if endpoint == COMPLETIONS else "content"
-        self._endpoint = endpoint
-        self._choices: dict[int, _ChoiceText] = {}
-        self._last_meta: dict[str, Any] = {}
+        self._channels: dict[Hashable, _HeldText] = {}
+        self._last: dict[str, Any] = {}
 
-    def on_event(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The event to send in place of `event` (the same object when nothing changed)."""
+    def on_event(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events to send in place of `event`: [event] itself when nothing changed."""
         if not self._active or not isinstance(event, dict):
-            return event
-        self._last_meta = {k: event[k] for k in ("id", "object", "created", "model") if k in event}
-        choices = event.get("choices")
-        if not isinstance(choices, list) or not choices:
-            return event
-        new_choices = [self._rewrite_choice(c) for c in choices]
-        if all(new is old for new, old in zip(new_choices, choices, strict=True)):
-            return event
-        return {**event, "choices": new_choices}
+            return [event]
+        self._last = event
+        return self._surface.rewrite_event(event, self)
 
     def flush(self) -> list[dict[str, Any]]:
-        """Synthetic chunks releasing text still held when the stream ended without finish_reason."""
-        events = []
-        for index in sorted(self._choices):
-            text = self._release(index, "", final=True)
-            if text:
-                events.append({**self._last_meta, "choices": [self._synthetic_choice(index, text)]})
-        self._choices.clear()
-        return events
+        """Events releasing text still held when the stream ends without closing its channels."""
+        released = {channel: self.release(channel, "", final=True) for channel in list(self._channels)}
+        return self._surface.released_events({c: text for c, text in released.items() if text}, self._last)
 
-    def _rewrite_choice(self, choice: Any) -> Any:
-        if not isinstance(choice, dict):
-            return choice
-        index = choice.get("index", 0)
-        holder = choice if self._endpoint == COMPLETIONS else choice.get("delta")
-        text = holder.get(self._text_key) if isinstance(holder, dict) else None
-        finished = choice.get("finish_reason") is not None
-        if not isinstance(text, str) and not (finished and index in self._choices):
-            return choice
-        released = self._release(index, text if isinstance(text, str) else "", final=finished)
-        if released == text:
-            return choice
-        if self._endpoint == COMPLETIONS:
-            return {**choice, "text": released}
-        return {**choice, "delta": {**(holder or {}), "content": released}}
+    def redact(self, text: str) -> str:
+        """A whole text redacted at once (the events that repeat what the deltas said)."""
+        return redact_text(self._redactions, text)
 
-    def _release(self, index: int, text: str, *, final: bool) -> str:
-        state = self._choices.setdefault(index, _ChoiceText())
+    def release(self, channel: Hashable, text: str, *, final: bool) -> str:
+        """The part of the channel's text that can be sent now, redacted; `final` sends all it holds."""
+        state = self._channels.get(channel)
+        if state is None:
+            if final and not text:
+                return ""
+            state = self._channels[channel] = _HeldText()
         buffer = state.context + state.pending + text
         start = len(state.context)
         cut = len(buffer) if final else _release_point(self._redactions, buffer, start)
         released = _redact_span(self._redactions, buffer, start, cut)
         if final:
-            del self._choices[index]
+            del self._channels[channel]
         else:
             state.context = buffer[max(0, cut - STREAM_CONTEXT_CHARS) : cut]
             state.pending = buffer[cut:]
         return released
-
-    def _synthetic_choice(self, index: int, text: str) -> dict[str, Any]:
-        if self._endpoint == COMPLETIONS:
-            return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
-        return {"index": index, "delta": {"content": text}, "finish_reason": None}
 
 
 def _release_point(redactions: tuple[Redaction, ...], buffer: str, start: int) -> int:

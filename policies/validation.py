@@ -15,6 +15,7 @@ from policies.spec import (
     SYSTEM_CONTEXT_MODES,
     USER_FIELD_MODES,
 )
+from policies.surfaces import GOVERNED
 
 # Errors about the content as a whole, as Django names them (NON_FIELD_ERRORS).
 NON_FIELD = "__all__"
@@ -156,6 +157,32 @@ def _alias_chains(path: str, aliases: dict[str, Any]) -> Messages:
     ]
 
 
+def _surfaces(path: str, value: Any) -> Messages:
+    if not isinstance(value, list):
+        return [f"{path} must be a list of surface names."]
+    known = ", ".join(f'"{name}"' for name in GOVERNED)
+    return [
+        f"{path}[{i}] {_show(name)} is not a surface; choose from {known}."
+        for i, name in enumerate(value)
+        if name not in GOVERNED
+    ]
+
+
+def _passthrough_paths(path: str, value: Any) -> Messages:
+    if not isinstance(value, list):
+        return [f'{path} must be a list of path patterns, e.g. ["/v1/files", "/v1/files/*"].']
+    messages = []
+    for i, pattern in enumerate(value):
+        item = f"{path}[{i}]"
+        if (problem := _glob_problem(pattern)) is not None:
+            messages.append(f"{item} {problem}.")
+        elif not pattern.startswith("/v1/") or len(pattern) == len("/v1/"):
+            messages.append(f"{item} must be a path under /v1/, such as \"/v1/files\" (got {_show(pattern)}).")
+        elif any(c.isspace() or c in "?#%" for c in pattern):
+            messages.append(f"{item} must be a plain path: no spaces, query, fragment or percent-encoding.")
+    return messages
+
+
 # --- parameters --------------------------------------------------------------------------
 
 
@@ -288,6 +315,8 @@ CHECKS: dict[str, Callable[[str, Any], Messages]] = {
     "max_tokens_ceiling": _positive_int_or_null,
     "allowed_models": _globs,
     "model_aliases": _aliases,
+    "allowed_surfaces": _surfaces,
+    "passthrough_paths": _passthrough_paths,
     "embedding_default_model": _model_name_or_empty,
     "embedding_normalize_input": _boolean,
     "user_field": _choice(*USER_FIELD_MODES),

@@ -36,6 +36,7 @@ METHOD_MAX = 10
 PATH_MAX = 500
 ENDPOINT_MAX = 32
 MODEL_MAX = 200
+STORED_ID_MAX = 200
 ERROR_FIELD_MAX = 64
 # Keeps a metadata-only row near 1 KB even when an upstream sends a novel as its error.
 ERROR_MESSAGE_MAX = 500
@@ -83,6 +84,7 @@ def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict
         "model_requested": _clip(exchange.model_requested, MODEL_MAX),
         "model_upstream": _clip(_upstream_model(exchange), MODEL_MAX),
         "stream": exchange.stream,
+        "stored_id": _clip(exchange.stored_id, STORED_ID_MAX),
         "modifications": list(exchange.modifications),
         "status_code": exchange.status,
         "upstream_status": exchange.upstream_status,
@@ -265,11 +267,12 @@ def _tokens(body: Any) -> dict[str, int | None]:
     if not isinstance(usage, dict):
         return {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}
     # Chat and embeddings say prompt/completion; the audio and responses APIs say input/output.
-    return {
-        "prompt_tokens": _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-        "completion_tokens": _count(usage.get("completion_tokens", usage.get("output_tokens"))),
-        "total_tokens": _count(usage.get("total_tokens")),
-    }
+    prompt = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    total = _count(usage.get("total_tokens"))
+    if total is None and prompt is not None and completion is not None:
+        total = _count(prompt + completion)  # Anthropic's usage has no total
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
 def _count(value: Any) -> int | None:

@@ -27,10 +27,6 @@ class ProxyError(Exception):
     def response(self) -> HttpResponse:
         return json_response(self.body(), status=self.status)
 
-    def sse_event(self) -> bytes:
-        """The last event of a stream that failed after its headers were sent."""
-        return b"data: " + orjson.dumps(self.body()) + b"\n\n"
-
 
 def json_response(body: dict, *, status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
@@ -85,10 +81,10 @@ def upstream_cut() -> ProxyError:
     )
 
 
-def service_unavailable() -> ProxyError:
+def service_unavailable(what: str = "API keys") -> ProxyError:
     return ProxyError(
         status=503,
-        message="aiproxy cannot check API keys right now; retry shortly.",
+        message=f"aiproxy cannot check {what} right now; retry shortly.",
         type="server_error",
         code="service_unavailable",
     )
@@ -105,6 +101,15 @@ def internal_error() -> ProxyError:
 
 def not_found(path: str) -> ProxyError:
     return invalid_request(f"Unknown path: {path}", code="not_found", status=404)
+
+
+def endpoint_not_allowed(surface: str) -> ProxyError:
+    return PolicyRejected(
+        status=403,
+        message=f"This API key may not use the {surface} API.",
+        code="endpoint_not_allowed",
+        type="invalid_request_error",
+    )
 
 
 def method_not_allowed(method: str, allowed: tuple[str, ...]) -> ProxyError:

@@ -37,6 +37,8 @@ class Exchange:
     upstream_status: int | None = None
     response_body: dict | bytes | None = None
     response_content_type: str = ""
+    # The id of the object the upstream stored for this request (a Responses API response): the key owns it.
+    stored_id: str | None = None
     error: ProxyError | None = None
     outcome: Outcome | None = None
     upstream_started: float | None = None

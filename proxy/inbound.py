@@ -51,11 +51,12 @@ def check_method(request, endpoint: Endpoint) -> None:
 
 
 def presented_key(request) -> str | None:
+    """The key from `Authorization: Bearer` (OpenAI), `api-key` (Azure) or `x-api-key` (Anthropic)."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.headers.get("Api-Key", "").strip() or None
+    return request.headers.get("Api-Key", "").strip() or request.headers.get("X-Api-Key", "").strip() or None
 
 
 async def authenticate(request) -> KeyContext:

@@ -45,6 +45,8 @@ class AuditRecord(models.Model):
     model_requested = models.CharField(max_length=200, blank=True)
     model_upstream = models.CharField(max_length=200, blank=True)
     stream = models.BooleanField(default=False)
+    # The stored object (a Responses API response id) this request created: it belongs to api_key.
+    stored_id = models.CharField(max_length=200, blank=True, default="")
 
     capture = models.CharField(max_length=16, default="full")
     request_body = models.JSONField(null=True, blank=True)
@@ -78,6 +80,7 @@ class AuditRecord(models.Model):
             models.Index(fields=["endpoint", "-created_at"], name="audit_endpoint_time"),
             models.Index(fields=["outcome", "-created_at"], name="audit_outcome_time"),
             models.Index(fields=["status_code", "-created_at"], name="audit_status_time"),
+            models.Index(fields=["stored_id"], condition=~models.Q(stored_id=""), name="audit_stored_object"),
         ]
         default_permissions = ("view",)
 

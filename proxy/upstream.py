@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 from django.conf import settings
@@ -28,7 +28,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # The client's credentials never leave aiproxy; cookies belong to the admin, not the upstream.
-CLIENT_ONLY = frozenset({"authorization", "api-key", "cookie", "accept-encoding", "x-request-id"})
+CLIENT_ONLY = frozenset({"authorization", "api-key", "x-api-key", "cookie", "accept-encoding", "x-request-id"})
 # The upstream's framing and identity headers; ours are set by the ASGI server.
 UPSTREAM_ONLY = frozenset({"content-encoding", "server", "date", "set-cookie"})
 
@@ -117,9 +117,36 @@ def request_headers(incoming, *, request_id: str, content_type: str | None) -> d
     return headers
 
 
+# LiteLLM's headers about itself (a model's api_base and id, the key's spend) and the raw headers of the
+# provider behind it: internals of the upstream, kept from clients unless UPSTREAM_RELAY_HEADERS names them.
+INTERNAL_PREFIXES = ("x-litellm-", "llm_provider-")
+
+
 def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
-    lowered = ((name.lower(), value) for name, value in upstream.headers.items())
-    return [(name, value) for name, value in lowered if name not in HOP_BY_HOP and name not in UPSTREAM_ONLY]
+    relayed = settings.UPSTREAM_RELAY_HEADERS
+    headers = []
+    for name, value in upstream.headers.items():
+        name = name.lower()
+        if name in HOP_BY_HOP or name in UPSTREAM_ONLY:
+            continue
+        if name.startswith(INTERNAL_PREFIXES) and name not in relayed:
+            continue
+        if name == "location":
+            value = _location(value)
+        headers.append((name, value))
+    return headers
+
+
+def _location(value: str) -> str:
+    """A redirect that names the upstream's own address points the client at the same path here instead."""
+    base = settings.LITELLM_BASE_URL.rstrip("/")
+    parsed, upstream_base = urlsplit(value), urlsplit(base)
+    if not parsed.netloc or parsed.netloc.lower() != upstream_base.netloc.lower():
+        return value
+    path = parsed.path or "/"
+    if upstream_base.path and path.startswith(upstream_base.path):
+        path = path[len(upstream_base.path) :] or "/"
+    return urlunsplit(("", "", path, parsed.query, parsed.fragment))
 
 
 async def send(

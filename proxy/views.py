@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 
 import orjson
@@ -17,10 +18,18 @@ from django.views.decorators.csrf import csrf_exempt
 from policies import engine
 from policies.cache import KeyContext
 from policies.streams import StreamRewriter, stream_needs_rewrite
-from proxy import upstream
+from proxy import ownership, upstream
 from proxy.audit_writer import audit_writer
-from proxy.endpoints import MODELS, OTHER, Endpoint
-from proxy.errors import PolicyRejected, ProxyError, internal_error, invalid_request, json_response, not_found
+from proxy.endpoints import MODELS, OTHER, RESPONSE_CANCEL, RESPONSE_INPUT_ITEMS, RESPONSE_OBJECT, Endpoint
+from proxy.errors import (
+    PolicyRejected,
+    ProxyError,
+    endpoint_not_allowed,
+    internal_error,
+    invalid_request,
+    json_response,
+    not_found,
+)
 from proxy.exchange import Exchange, Outcome
 from proxy.inbound import (
     authenticate,
@@ -56,9 +65,10 @@ def proxy_view(endpoint: Endpoint | None = None):
             try:
                 check_method(request, served)
                 exchange.key = await authenticate(request)
+                check_surface(exchange.key, served)
                 return await view(request, exchange, *args, **kwargs)
             except ProxyError as error:
-                return failed(exchange, error)
+                return failed(exchange, error, served)
             except asyncio.CancelledError:
                 # The client left before the answer: still one record, with what was known by then.
                 exchange.status = exchange.status or CLIENT_CLOSED_REQUEST
@@ -66,7 +76,7 @@ def proxy_view(endpoint: Endpoint | None = None):
                 raise
             except Exception:
                 logger.exception("request %s failed inside aiproxy", exchange.request_id)
-                return failed(exchange, internal_error())
+                return failed(exchange, internal_error(), served)
 
         return wrapper
 
@@ -75,12 +85,41 @@ def proxy_view(endpoint: Endpoint | None = None):
 
 @proxy_view()
 async def relay(request, exchange: Exchange, endpoint: Endpoint) -> HttpResponse:
-    """Every known /v1 endpoint: the key's policy applied both ways, the exchange recorded."""
+    """Every governed /v1 endpoint: the key's policy applied both ways, the exchange recorded."""
+    return await relay_steps(request, exchange, endpoint, endpoint.upstream_path)
+
+
+async def relay_steps(request, exchange: Exchange, endpoint: Endpoint, path: str) -> HttpResponse:
     raw = read_body(request)
     forwarded = plan_request(request, exchange, endpoint, raw)
-    path = endpoint.upstream_path or upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
+    for param, object_id in endpoint.surface.referenced_objects(exchange.request_body):
+        await ownership.require_owner(exchange.key, object_id, param=param)
     upstream_response = await forward(request, exchange, path, forwarded)
     return await respond(exchange, endpoint, upstream_response)
+
+
+@proxy_view(RESPONSE_OBJECT)
+async def response_object(request, exchange: Exchange, response_id: str) -> HttpResponse:
+    """GET or DELETE a stored response: only the key that created it may."""
+    return await stored_response(request, exchange, RESPONSE_OBJECT, response_id, "")
+
+
+@proxy_view(RESPONSE_INPUT_ITEMS)
+async def response_input_items(request, exchange: Exchange, response_id: str) -> HttpResponse:
+    return await stored_response(request, exchange, RESPONSE_INPUT_ITEMS, response_id, "/input_items")
+
+
+@proxy_view(RESPONSE_CANCEL)
+async def response_cancel(request, exchange: Exchange, response_id: str) -> HttpResponse:
+    return await stored_response(request, exchange, RESPONSE_CANCEL, response_id, "/cancel")
+
+
+async def stored_response(
+    request, exchange: Exchange, endpoint: Endpoint, response_id: str, suffix: str
+) -> HttpResponse:
+    await ownership.require_owner(exchange.key, response_id)
+    # The route admits only characters that are safe in a path.
+    return await relay_steps(request, exchange, endpoint, f"/v1/responses/{response_id}{suffix}")
 
 
 @proxy_view(MODELS)
@@ -102,16 +141,44 @@ async def model_detail(request, exchange: Exchange, model: str) -> HttpResponse:
     return await respond(exchange, MODELS, upstream_response, rewrite=lambda body: {**body, "id": model})
 
 
-async def passthrough(request, path: str = "") -> HttpResponse:
-    """Any other /v1 path and method, forwarded as it is (path checked so it cannot escape)."""
-    return await relay(request, endpoint=OTHER)
+async def v1_other(request, path: str = "") -> HttpResponse:
+    """Any /v1 path no route names: a variant of a governed path is served as that surface (or refused),
+    never forwarded as it is; any other path is closed unless the key's policy opens it."""
+    canonical = _SLASH_RUNS.sub("/", request.path).rstrip("/")
+    urlconf = getattr(request, "urlconf", None)
+    for candidate in (canonical, canonical.lower()):
+        with contextlib.suppress(Resolver404):
+            match = resolve(candidate, urlconf)
+            if match.func in (v1_other, unknown_path):
+                continue
+            if candidate == canonical:
+                return await match.func(request, *match.args, **match.kwargs)
+            return await governed_variant_refused(request, canonical=candidate)
+    return await passthrough(request)
+
+
+_SLASH_RUNS = re.compile(r"/{2,}")
+
+
+@proxy_view(OTHER)
+async def governed_variant_refused(request, exchange: Exchange, canonical: str) -> HttpResponse:
+    raise invalid_request(f"Unknown path: {request.path}; did you mean {canonical}?", code="not_found", status=404)
+
+
+@proxy_view(OTHER)
+async def passthrough(request, exchange: Exchange) -> HttpResponse:
+    """A path the key's policy opened (passthrough_paths): forwarded as it is, with the upstream's key."""
+    if not exchange.key.policy.passthrough_allowed(request.path):
+        raise not_found(request.path)
+    path = upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
+    return await relay_steps(request, exchange, OTHER, path)
 
 
 async def unknown_path(request, path: str = "") -> HttpResponse:
     """JSON 404 for any unknown path; '/admin' style paths get their trailing slash."""
     if not request.path.endswith("/"):
         with contextlib.suppress(Resolver404):
-            if resolve(request.path + "/").func not in (unknown_path, passthrough):
+            if resolve(request.path + "/").func not in (unknown_path, v1_other):
                 return HttpResponsePermanentRedirect(request.path + "/")
     return not_found(request.path).response()
 
@@ -160,7 +227,13 @@ def plan_request(request, exchange: Exchange, endpoint: Endpoint, raw: bytes) ->
     """The bytes to forward, after the key's policy; raises PolicyRejected."""
     exchange.request_content_type = request.content_type or ""
     if endpoint.body == "raw":
-        exchange.request_body = exchange.forwarded_body = passthrough_body(exchange.request_content_type, raw)
+        body = passthrough_body(exchange.request_content_type, raw)
+        exchange.request_body = exchange.forwarded_body = body
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str):
+            # A passthrough body naming a model (a fine-tuning job, a batch) still needs the model allowed.
+            exchange.model_requested = exchange.model_upstream = model
+            check_model_allowed(exchange.key, model)
         return raw
     if endpoint.body == "multipart":
         exchange.request_body = exchange.forwarded_body = raw
@@ -200,11 +273,17 @@ def passthrough_body(content_type: str, raw: bytes) -> dict | bytes | None:
 def apply_policy(exchange: Exchange, endpoint: Endpoint, body: dict) -> engine.RequestPlan:
     context = engine.RequestContext(key_name=exchange.key.key_name, client_ip=exchange.client_ip)
     try:
-        return engine.apply_request(exchange.key.policy, endpoint.name, body, context)
+        return engine.apply_request(exchange.key.policy, endpoint.surface, body, context)
     except engine.PolicyRejection as rejection:
         raise PolicyRejected(
             status=rejection.status, message=rejection.message, code=rejection.code, param=rejection.param
         ) from rejection
+
+
+def check_surface(key: KeyContext, endpoint: Endpoint) -> None:
+    group = endpoint.surface.group
+    if group and not key.policy.surface_allowed(group):
+        raise endpoint_not_allowed(group)
 
 
 def check_model_allowed(key: KeyContext, model: str) -> None:
@@ -237,9 +316,12 @@ async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: ups
     content_type = upstream_response.headers.get("content-type", "")
     exchange.response_content_type = content_type
     exchange.status = upstream_response.status_code
+    if endpoint.surface.stores_objects:
+        exchange.on_finish(remember_stored_object)
     if content_type.startswith("text/event-stream"):
-        rewriter = stream_rewriter(exchange, endpoint)
-        response = StreamingHttpResponse(SseRelay(upstream_response, exchange, rewriter), status=exchange.status)
+        exchange.stream = True
+        relay = SseRelay(upstream_response, exchange, endpoint.surface, stream_rewriter(exchange, endpoint))
+        response = StreamingHttpResponse(relay, status=exchange.status)
     elif content_type.startswith("application/json"):
         content = await read_json_response(exchange, endpoint, upstream_response, rewrite)
         response = HttpResponse(content, status=exchange.status)
@@ -270,10 +352,11 @@ async def read_json_response(
     exchange.response_body = body
     if not isinstance(body, dict) or exchange.status >= 400:
         return content
+    exchange.stored_id = endpoint.surface.stored_id(body)
     if rewrite is not None:
         body = rewrite(body)
-    if settings.ENABLE_RESPONSE_MODIFICATION and endpoint.name != OTHER.name:
-        body = engine.apply_response(exchange.key.policy, endpoint.name, body, response_context(exchange))
+    if settings.ENABLE_RESPONSE_MODIFICATION:
+        body = engine.apply_response(exchange.key.policy, endpoint.surface, body, response_context(exchange))
     if body is exchange.response_body:
         return content
     exchange.response_body = body
@@ -290,9 +373,15 @@ def response_context(exchange: Exchange) -> engine.ResponseContext:
 
 def stream_rewriter(exchange: Exchange, endpoint: Endpoint) -> StreamRewriter | None:
     spec = exchange.key.policy
-    if settings.ENABLE_RESPONSE_MODIFICATION and stream_needs_rewrite(spec, endpoint.name):
-        return StreamRewriter(spec, endpoint.name)
+    if settings.ENABLE_RESPONSE_MODIFICATION and stream_needs_rewrite(spec, endpoint.surface):
+        return StreamRewriter(spec, endpoint.surface)
     return None
+
+
+def remember_stored_object(exchange: Exchange) -> None:
+    """A response the upstream stored for this key: its reads on this worker need not wait for the audit log."""
+    if exchange.stored_id and exchange.key is not None and (exchange.status or 0) < 400:
+        ownership.owner_remember(stored_id=exchange.stored_id, key_id=exchange.key.key_id)
 
 
 def models_rewrite(key: KeyContext):
@@ -305,9 +394,9 @@ def add_policy_headers(response: HttpResponse, key: KeyContext | None) -> None:
         response[POLICY_VERSION_HEADER] = str(key.policy.version)
 
 
-def failed(exchange: Exchange, error: ProxyError) -> HttpResponse:
+def failed(exchange: Exchange, error: ProxyError, endpoint: Endpoint) -> HttpResponse:
     exchange.fail(error, outcome_for(error))
-    response = error.response()
+    response = json_response(endpoint.surface.error_body(error.body()["error"]), status=error.status)
     add_policy_headers(response, exchange.key)
     exchange.finish()
     return response

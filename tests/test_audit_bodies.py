@@ -5,22 +5,25 @@ import hashlib
 import httpx
 import pytest
 
+from policies.models import Policy
 from tests.test_audit_completeness import records_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_passthrough_json_is_kept_readable(live, alice_key):
+def test_passthrough_json_is_kept_readable(live, make_key):
+    key = make_key("batch-app", policy=Policy.objects.create(name="batches", passthrough_paths=["/v1/batches"]))
+    body = {"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     httpx.post(
-        live.url + "/v1/responses",
-        json={"model": "gpt-4o", "input": "Hi"},
-        headers={"Authorization": f"Bearer {alice_key}", "X-Request-ID": "bodies-json-1"},
+        live.url + "/v1/batches",
+        json=body,
+        headers={"Authorization": f"Bearer {key}", "X-Request-ID": "bodies-json-1"},
     )
 
     record = records_of("bodies-json", 1)["bodies-json-1"]
-    assert record.request_body == {"model": "gpt-4o", "input": "Hi"}
+    assert record.request_body == body
     assert record.forwarded_body == record.request_body
-    assert record.response_body["path"] == "/v1/responses"
+    assert record.response_body["path"] == "/v1/batches"
 
 
 def test_multipart_upload_is_described_not_stored(live, alice_key):

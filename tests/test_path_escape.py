@@ -1,11 +1,19 @@
-"""The catch-all /v1/<path> can never reach outside the upstream's base URL."""
+"""A passthrough path a policy opened can never reach outside the upstream's base URL."""
 
 import socket
 
 import httpx
 import pytest
 
+from policies.models import Policy
+
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def open_key(make_key) -> str:
+    """A key whose policy opens every other /v1 path: only the escape check stands between it and the upstream."""
+    return make_key("files-app", policy=Policy.objects.create(name="open", passthrough_paths=["/v1/*"]))
 
 
 def raw_get(live, key: str, raw_path: str) -> tuple[int, bytes]:
@@ -36,17 +44,17 @@ def raw_get(live, key: str, raw_path: str) -> tuple[int, bytes]:
         "/v1/./files",
     ],
 )
-def test_escaping_paths_are_refused_with_400(live, alice_key, fake_upstream, raw_path):
-    status, body = raw_get(live, alice_key, raw_path)
+def test_escaping_paths_are_refused_with_400(live, open_key, fake_upstream, raw_path):
+    status, body = raw_get(live, open_key, raw_path)
 
     assert status == 400, body
     assert b'"invalid_path"' in body
     assert fake_upstream.requests == []
 
 
-def test_other_paths_are_forwarded_as_is(live, alice_key, fake_upstream):
+def test_opened_paths_are_forwarded_as_is(live, open_key, fake_upstream):
     response = httpx.get(
-        live.url + "/v1/files/file-abc/content?limit=2", headers={"Authorization": f"Bearer {alice_key}"}
+        live.url + "/v1/files/file-abc/content?limit=2", headers={"Authorization": f"Bearer {open_key}"}
     )
 
     assert response.status_code == 200

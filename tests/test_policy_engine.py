@@ -745,7 +745,7 @@ def run_stream(spec: PolicySpec, endpoint: str, events: list[dict]) -> tuple[lis
     """All rewritten events and flush()'s events, checking the input events are never mutated."""
     rewriter = StreamRewriter(spec, endpoint)
     before = copy.deepcopy(events)
-    out = [rewriter.on_event(event) for event in events]
+    out = [sent for event in events for sent in rewriter.on_event(event)]
     assert events == before
     return out, rewriter.flush()
 
@@ -804,7 +804,7 @@ def test_completions_stream_redaction_and_flush():
 
 def test_each_choice_has_its_own_buffer():
     rewriter = StreamRewriter(SSN_REDACTION, CHAT)
-    first = rewriter.on_event(
+    [first] = rewriter.on_event(
         {
             **chat_chunk(None),
             "choices": [
@@ -813,7 +813,7 @@ def test_each_choice_has_its_own_buffer():
             ],
         }
     )
-    second = rewriter.on_event(
+    [second] = rewriter.on_event(
         {
             **chat_chunk(None),
             "choices": [
@@ -833,7 +833,7 @@ def test_held_text_stays_bounded_on_long_streams():
     sent = []
     # One endless "word": every suffix could still be the start of an e-mail address.
     for _ in range(200):
-        sent += chat_texts([rewriter.on_event(chat_chunk("abcdefghij"))])
+        sent += chat_texts(rewriter.on_event(chat_chunk("abcdefghij")))
     held = 2000 - len("".join(sent))
     assert 0 < held <= STREAM_HOLD_LIMIT
     assert "".join(sent) + "".join(chat_texts(rewriter.flush())) == "abcdefghij" * 200
@@ -863,8 +863,8 @@ def test_events_without_text_pass_through_unchanged():
     role = chat_chunk(None)
     role["choices"][0]["delta"] = {"role": "assistant"}
     usage = {**chat_chunk(None), "choices": [], "usage": {"total_tokens": 3}}
-    assert rewriter.on_event(role) is role
-    assert rewriter.on_event(usage) is usage
+    assert rewriter.on_event(role)[0] is role
+    assert rewriter.on_event(usage)[0] is usage
 
 
 @pytest.mark.parametrize(
@@ -885,7 +885,7 @@ def test_stream_needs_rewrite(content, endpoint, needed):
 def test_stream_without_redactions_returns_each_event_itself():
     rewriter = StreamRewriter(make_spec(annotate_responses=True), CHAT)
     event = chat_chunk("123-45-6789")
-    assert rewriter.on_event(event) is event
+    assert rewriter.on_event(event)[0] is event
     assert rewriter.flush() == []
 
 
