@@ -10,6 +10,9 @@ from policies.spec import PolicySpec
 PREVIEW_ENDPOINTS = (
     (engine.CHAT, "POST /v1/chat/completions"),
     (engine.COMPLETIONS, "POST /v1/completions"),
+    (engine.RESPONSES, "POST /v1/responses (Responses API)"),
+    (engine.MESSAGES, "POST /v1/messages (Anthropic Messages)"),
+    (engine.MESSAGES_COUNT_TOKENS, "POST /v1/messages/count_tokens"),
     (engine.EMBEDDINGS, "POST /v1/embeddings"),
     (engine.MODERATIONS, "POST /v1/moderations"),
     (engine.IMAGES, "POST /v1/images/generations"),

@@ -1,4 +1,4 @@
-"""Who may call /v1: a valid, active, unexpired key, as a Bearer token or an api-key header."""
+"""Who may call /v1: a valid, active, unexpired key, as a Bearer token, an api-key or an x-api-key header."""
 
 import time
 from datetime import timedelta
@@ -25,6 +25,10 @@ def test_bearer_key_is_accepted(live, alice_key):
 
 def test_azure_style_api_key_header_is_accepted(live, alice_key):
     assert chat(live, {"api-key": alice_key}).status_code == 200
+
+
+def test_anthropic_style_x_api_key_header_is_accepted(live, alice_key):
+    assert chat(live, {"x-api-key": alice_key}).status_code == 200
 
 
 def test_missing_key_is_401(live, fake_upstream):

@@ -110,3 +110,31 @@ def test_preview_reports_invalid_json(admin_client):
     response = admin_client.post(f"/admin/policies/policy/{policy.pk}/preview/", {"endpoint": "chat", "body": "{oops"})
 
     assert b"not valid JSON" in response.content
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "expected"),
+    [
+        (
+            "responses",
+            {"model": "gpt-4o", "input": "Hi", "max_output_tokens": 900},
+            "&quot;instructions&quot;: &quot;You are terse.&quot;",
+        ),
+        (
+            "messages",
+            {"model": "claude-haiku", "max_tokens": 900, "messages": []},
+            "&quot;system&quot;: &quot;You are terse.&quot;",
+        ),
+    ],
+)
+def test_preview_offers_the_responses_and_messages_surfaces(admin_client, endpoint, body, expected):
+    policy = Policy.objects.create(name="ctx", system_context="You are terse.", max_tokens_ceiling=100)
+
+    page = admin_client.get(f"/admin/policies/policy/{policy.pk}/preview/").content.decode()
+    response = admin_client.post(
+        f"/admin/policies/policy/{policy.pk}/preview/", {"endpoint": endpoint, "body": json.dumps(body)}
+    )
+
+    assert f'<option value="{endpoint}"' in page
+    assert expected in response.content.decode()
+    assert b":900-&gt;100" in response.content

@@ -14,6 +14,8 @@ EVERYTHING = {
     "max_tokens_ceiling": 4096,
     "allowed_models": ["gpt-4o*", "openai/gpt-4.1", "text-embedding-3-[sl]*", "[!x]*"],
     "model_aliases": {"fast": "gpt-4o-mini", "smart": "openai/o3"},
+    "allowed_surfaces": ["chat", "responses", "messages", "models"],
+    "passthrough_paths": ["/v1/files", "/v1/files/*", "/v1/batches/batch_[0-9]*"],
     "embedding_default_model": "text-embedding-3-small",
     "embedding_normalize_input": True,
     "user_field": "key_name",
@@ -54,6 +56,26 @@ def test_content_must_be_an_object():
             ['"max_token_ceiling" is not a policy setting. Did you mean "max_tokens_ceiling"?'],
         ),
         ({"colour": "blue"}, "colour", ['"colour" is not a policy setting.']),
+        # surfaces and passthrough paths
+        ({"allowed_surfaces": "chat"}, "allowed_surfaces", ["allowed_surfaces must be a list of surface names."]),
+        (
+            {"allowed_surfaces": ["chat", "files"]},
+            "allowed_surfaces",
+            [
+                'allowed_surfaces[1] "files" is not a surface; choose from "chat", "completions", "responses", '
+                '"messages", "embeddings", "moderations", "images", "audio", "models".'
+            ],
+        ),
+        (
+            {"passthrough_paths": ["files/*", "/v1/", "/v1/files?x=1", "/v1/[oops"]},
+            "passthrough_paths",
+            [
+                'passthrough_paths[0] must be a path under /v1/, such as "/v1/files" (got "files/*").',
+                'passthrough_paths[1] must be a path under /v1/, such as "/v1/files" (got "/v1/").',
+                "passthrough_paths[2] must be a plain path: no spaces, query, fragment or percent-encoding.",
+                "passthrough_paths[3] has a '[' that is never closed.",
+            ],
+        ),
         # scalars and enums
         ({"system_context": 42}, "system_context", ["system_context must be a string."]),
         (

@@ -124,6 +124,9 @@ def _block_texts(block: Any) -> Iterator[str]:
     yield from part_texts(block if isinstance(block, str) else [block])
     if isinstance(block, dict) and block.get("type") == "tool_result":
         yield from part_texts(block.get("content"))
+    elif isinstance(block, dict) and block.get("type") == "tool_use" and block.get("input") is not None:
+        # A replayed call's input reaches the model as the client wrote it, as chat's arguments do.
+        yield orjson.dumps(block["input"]).decode()
 
 
 def _redact_block(block: Any, redact: Redact) -> Any:

@@ -105,7 +105,8 @@ class Responses(Surface):
         return event.get("type") in TERMINAL_EVENTS
 
     def error_event(self, error: dict[str, Any]) -> bytes:
-        return named_event_frame({"type": "error", **error})
+        # The event's type is "error"; the error object's own type (upstream_error...) has no field here.
+        return named_event_frame({**error, "type": "error"})
 
     def rewrite_event(self, event: dict[str, Any], hold: TextHold) -> list[dict[str, Any]]:
         kind = event.get("type")
