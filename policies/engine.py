@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,12 +171,11 @@ def _apply_params(spec: PolicySpec, adapter: Surface, body: dict[str, Any], mods
             mods.append(f"override:{key}")
 
 
-def _surface_params(adapter: Surface, params: Any) -> Iterator[tuple[str, Any]]:
+def _surface_params(adapter: Surface, params: Any) -> Iterable[tuple[str, Any]]:
     """A policy's parameters renamed for the surface; the ones that mean nothing there are left out."""
-    for key, value in params.items():
-        mapped = adapter.param(key, value)
-        if mapped is not None:
-            yield mapped
+    if not adapter.renames_params:
+        return params.items()  # chat and completions take every parameter as named (the hot path)
+    return (mapped for key, value in params.items() if (mapped := adapter.param(key, value)) is not None)
 
 
 def _apply_ceiling(spec: PolicySpec, adapter: Surface, body: dict[str, Any], mods: list[str]) -> None:

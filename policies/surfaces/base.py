@@ -45,6 +45,7 @@ class Surface:
     has_system_prompt: bool = False  # the policy's system context applies
     takes_params: bool = False  # parameter defaults, overrides, model rules and the token ceiling apply
     token_limit_params: tuple[str, ...] = ()
+    renames_params: bool = False  # param() renames or drops some of a policy's parameters
     sets_user: bool = False
     streams_text: bool = False  # its streams carry answer text (redactions apply to them)
     annotates: bool = True  # JSON answers get _proxy_info when the policy asks

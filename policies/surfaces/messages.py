@@ -29,7 +29,7 @@ ACCEPTED_PARAMS = frozenset(
 
 class Messages(Surface):
     name = group = "messages"
-    names_model = has_system_prompt = takes_params = sets_user = streams_text = True
+    names_model = has_system_prompt = takes_params = sets_user = streams_text = renames_params = True
     token_limit_params = ("max_tokens",)
 
     def request_texts(self, body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -38,7 +38,7 @@ ACCEPTED_PARAMS = frozenset(
 
 class Responses(Surface):
     name = group = "responses"
-    names_model = has_system_prompt = takes_params = sets_user = streams_text = True
+    names_model = has_system_prompt = takes_params = sets_user = streams_text = renames_params = True
     token_limit_params = ("max_output_tokens",)
     stores_objects = True
 
