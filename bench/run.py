@@ -2,7 +2,7 @@
 
     python bench/run.py [--rounds 3] [--duration 8] [--quick] [--out docs/benchmarks.md]
                         [--targets limit,aiproxy,aiproxy-audit-off,aiproxy-2w,litellm] [--litellm PATH]
-                        [--workloads "chat c1,chat c10,chat c50,embeddings c10,stream c1"]
+                        [--workloads "chat c1,chat c10,chat c50,embeddings c10,stream c1,responses c10"]
 
 One machine, one command. It starts a fake OpenAI-compatible upstream, aiproxy under gunicorn with
 uvicorn workers on a scratch PostgreSQL database (created and migrated here), and LiteLLM's proxy when
@@ -53,6 +53,7 @@ KEY_NAME_PREFIX = "bench-harness "
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
 STREAM_BODY = {**CHAT_BODY, "stream": True}
 EMBEDDINGS_BODY = {"model": "text-embedding-3-small", "input": "The quick brown fox jumps over the lazy dog."}
+RESPONSES_BODY = {"model": "gpt-4o-mini", "input": "Say hello in one short sentence."}
 
 # "The real configuration": a system context injected, defaults set, annotations on, full bodies audited.
 POLICY = {
@@ -94,6 +95,7 @@ WORKLOADS = [
     Workload("chat c50", "/v1/chat/completions", CHAT_BODY, 50),
     Workload("embeddings c10", "/v1/embeddings", EMBEDDINGS_BODY, 10),
     Workload("stream c1", "/v1/chat/completions", STREAM_BODY, 1, stream=True),
+    Workload("responses c10", "/v1/responses", RESPONSES_BODY, 10),
 ]
 
 

@@ -158,6 +158,13 @@ async def v1_other(request, path: str = "") -> HttpResponse:
 
 
 _SLASH_RUNS = re.compile(r"/{2,}")
+# LiteLLM also serves its model endpoints under other prefixes (/v1/engines/{model}/chat/completions,
+# /openai/deployments/{model}/...): a passthrough path ending like one is a way around the policy.
+_MODEL_ENDPOINT_END = re.compile(
+    r"/(chat/completions|completions|responses|messages|embeddings|moderations|images/generations"
+    r"|audio/(speech|transcriptions|translations)|messages/count_tokens|rerank|generatecontent)/*$",
+    re.IGNORECASE,
+)
 
 
 @proxy_view(OTHER)
@@ -168,7 +175,7 @@ async def governed_variant_refused(request, exchange: Exchange, canonical: str) 
 @proxy_view(OTHER)
 async def passthrough(request, exchange: Exchange) -> HttpResponse:
     """A path the key's policy opened (passthrough_paths): forwarded as it is, with the upstream's key."""
-    if not exchange.key.policy.passthrough_allowed(request.path):
+    if not exchange.key.policy.passthrough_allowed(request.path) or _MODEL_ENDPOINT_END.search(request.path):
         raise not_found(request.path)
     path = upstream.safe_upstream_path(request.scope["raw_path"] or b"/")
     return await relay_steps(request, exchange, OTHER, path)

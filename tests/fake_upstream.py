@@ -18,9 +18,17 @@ Control headers (sent by the client, forwarded by the proxy under test):
                                 connection without finishing the chunked body
 * ``x-fake-content: text``   -> the completion text
 * ``x-fake-chunks: ["a","b"]`` -> the streamed pieces (JSON list of strings)
+* ``x-fake-tool-call: {"name": "f", "arguments": "{...}"}`` -> the Responses API
+                                and Messages answers add a function call / tool_use
+* ``x-fake-linger: 0.3``     -> on streamed responses, keep the body open that long
+                                after the last event before ending it
+* ``x-fake-redirect: /path`` -> 307 with ``location`` naming the fake's own address
 
-Routes are served under ``/v1/...`` and also without the ``/v1`` prefix; any
-unknown method/path gets a 200 JSON echo of the request.
+Routes are served under ``/v1/...`` and also without the ``/v1`` prefix: chat,
+completions, embeddings, models, moderations, images, audio, the Responses API
+(create; GET/DELETE a stored response, its input_items, cancel) and Anthropic
+Messages (and count_tokens), those two in their real shapes (tests/fake_surfaces.py).
+Any unknown method/path gets a 200 JSON echo of the request.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ import orjson
 import uvicorn
 
 try:
+    from tests import fake_surfaces
     from tests.servers import ServerThread
 except ModuleNotFoundError:  # run as a script: python tests/fake_upstream.py
+    import fake_surfaces
     from servers import ServerThread
 
 DEFAULT_CONTENT = "Hello from fake upstream"
@@ -62,7 +72,11 @@ SSE_TYPE = b"text/event-stream"
 # the proxy under test is expected not to forward it.
 BASE_HEADERS = [
     (b"x-litellm-model-id", b"fake"),
+    # What LiteLLM says about its internals: a gateway must not relay these by default.
+    (b"x-litellm-model-api-base", b"http://10.11.12.13:4000"),
+    (b"x-litellm-key-spend", b"0.0"),
     (b"x-ratelimit-remaining-requests", b"99"),
+    (b"openai-processing-ms", b"7"),
     (b"connection", b"keep-alive"),
 ]
 
@@ -106,6 +120,9 @@ class Controls:
     cut_after: int | None = None
     content: str = DEFAULT_CONTENT
     chunks: list[str] = field(default_factory=list)
+    tool_call: dict | None = None
+    linger: float = 0.0
+    redirect: str | None = None
 
 
 class BadControlHeader(ValueError):
@@ -226,6 +243,19 @@ def _parse_chunks(raw: str) -> list[str]:
     return chunks
 
 
+def _parse_tool_call(raw: str | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        call = orjson.loads(raw)
+        orjson.loads(call["arguments"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        call = None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        raise BadControlHeader(f'x-fake-tool-call must be {{"name": ..., "arguments": "<json>"}}, got {raw!r}')
+    return call
+
+
 def parse_controls(headers: dict[str, str]) -> Controls:
     status = _number(headers, "x-fake-status", int)
     if status is not None and not 400 <= status <= 599:
@@ -244,6 +274,9 @@ def parse_controls(headers: dict[str, str]) -> Controls:
         cut_after=_number(headers, "x-fake-cut-after", int),
         content=content,
         chunks=chunks if chunks is not None else _WORD_PIECES.findall(content),
+        tool_call=_parse_tool_call(headers.get("x-fake-tool-call")),
+        linger=_number(headers, "x-fake-linger", float) or 0.0,
+        redirect=headers.get("x-fake-redirect"),
     )
 
 
@@ -478,6 +511,51 @@ def audio_transcription(req: ReceivedRequest, ctl: Controls) -> Reply:
     )
 
 
+RESPONSES = fake_surfaces.ResponsesStore()
+
+
+def _named_sse(events: list[dict]) -> Reply:
+    return Reply(chunks=fake_surfaces.named_events(events), content_type=SSE_TYPE)
+
+
+def create_response(req: ReceivedRequest, ctl: Controls) -> Reply:
+    body = req.json or {}
+    response, events = fake_surfaces.create_response(body, ctl.content, ctl.chunks, ctl.tool_call, _count_words)
+    if body.get("store", True) is not False:
+        RESPONSES.keep(response, fake_surfaces.input_items(body.get("input")))
+    return _named_sse(events) if body.get("stream") else _json(response)
+
+
+def stored_response(req: ReceivedRequest, ctl: Controls) -> Reply:
+    """GET / DELETE /responses/{id}, GET /responses/{id}/input_items, POST /responses/{id}/cancel."""
+    _, response_id, *action = _normalize(req.path)[len("/responses") :].split("/")
+    stored = RESPONSES.get(response_id)
+    if stored is None:
+        return error_reply(404, f"Response with id '{response_id}' not found.", param="response_id")
+    response, items = stored
+    if action == ["input_items"] and req.method == "GET":
+        first, last = (items[0]["id"], items[-1]["id"]) if items else (None, None)
+        return _json({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": False})
+    if action == ["cancel"] and req.method == "POST":
+        return _json({**response, "status": "cancelled"})
+    if not action and req.method == "DELETE":
+        RESPONSES.forget(response_id)
+        return _json({"id": response_id, "object": "response", "deleted": True})
+    if not action and req.method == "GET":
+        return _json(response)
+    return error_reply(404, f"No route for {req.method} {req.path}")
+
+
+def create_message(req: ReceivedRequest, ctl: Controls) -> Reply:
+    body = req.json or {}
+    message, events = fake_surfaces.create_message(body, ctl.content, ctl.chunks, ctl.tool_call, _count_words)
+    return _named_sse(events) if body.get("stream") else _json(message)
+
+
+def count_tokens(req: ReceivedRequest, ctl: Controls) -> Reply:
+    return _json({"input_tokens": _count_words(fake_surfaces.messages_input_text(req.json or {}))})
+
+
 def echo(req: ReceivedRequest, ctl: Controls) -> Reply:
     return _json({"method": req.method, "path": req.path, "query": req.query, "body_length": len(req.body)})
 
@@ -495,6 +573,9 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/audio/speech"): audio_speech,
     ("POST", "/audio/transcriptions"): audio_transcription,
     ("POST", "/audio/translations"): audio_transcription,
+    ("POST", "/responses"): create_response,
+    ("POST", "/messages"): create_message,
+    ("POST", "/messages/count_tokens"): count_tokens,
 }
 
 
@@ -505,6 +586,8 @@ def find_handler(method: str, path: str) -> Handler:
         return handler
     if method == "GET" and path.startswith("/models/"):
         return retrieve_model  # ids may contain "/", e.g. "openai/gpt-4o"
+    if path.startswith("/responses/"):
+        return stored_response
     return echo
 
 
@@ -576,6 +659,8 @@ async def _send_reply(send: Callable, receive: Callable, reply: Reply, ctl: Cont
         if index and ctl.interval and await _client_left_during(receive, ctl.interval):
             return
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if ctl.linger and await _client_left_during(receive, ctl.linger):
+        return
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -615,7 +700,15 @@ class FakeUpstreamApp:
             return
         if ctl.delay and await _client_left_during(receive, ctl.delay):
             return
-        if ctl.status is not None:
+        if ctl.redirect is not None:
+            host, port = scope.get("server") or ("127.0.0.1", 80)
+            location = f"http://{host}:{port}{ctl.redirect}".encode("latin-1")
+            reply = Reply(status=307, extra_headers=[(b"location", location)])
+        elif ctl.status is not None and _normalize(request.path).startswith("/messages"):
+            reply = _json(
+                fake_surfaces.anthropic_error(ctl.status, f"Fake upstream error (HTTP {ctl.status})"), ctl.status
+            )
+        elif ctl.status is not None:
             reply = error_reply(ctl.status)
         else:
             reply = find_handler(request.method, request.path)(request, ctl)
@@ -631,6 +724,7 @@ class FakeUpstreamApp:
     def reset(self) -> None:
         with self._lock:
             self._records.clear()
+        RESPONSES.clear()
 
 
 # Module-level app, e.g. for `uvicorn tests.fake_upstream:app`; bounded log so

@@ -58,6 +58,22 @@ def test_embeddings(live, alice_key):
     assert f"vector 0: {EMBEDDING_DIMENSIONS} dimensions" in output
 
 
+def test_responses(live, alice_key, fake_upstream):
+    output = run_example(python_example("responses.py"), live, AIPROXY_API_KEY=alice_key)
+
+    assert output.count(DEFAULT_CONTENT) == 2
+    follow_up = fake_upstream.requests_for("/v1/responses")[-1].json
+    assert follow_up["stream"] is True
+    assert follow_up["previous_response_id"].startswith("resp_")
+
+
+def test_anthropic_messages(live, alice_key, fake_upstream):
+    output = run_example(python_example("anthropic_messages.py"), live, AIPROXY_API_KEY=alice_key)
+
+    assert output.count(DEFAULT_CONTENT) == 2
+    assert [r.json["model"] for r in fake_upstream.requests_for("/v1/messages")] == ["claude-haiku"] * 2
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl(live, alice_key, auditor_token):
     output = run_example(

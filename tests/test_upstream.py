@@ -30,7 +30,7 @@ def closed_port() -> int:
 def test_client_key_never_reaches_the_upstream(live, alice_key, fake_upstream, settings):
     settings.LITELLM_API_KEY = "upstream-master-key"
 
-    chat(live, alice_key, headers={"Cookie": "sessionid=abc", "api-key": alice_key})
+    chat(live, alice_key, headers={"Cookie": "sessionid=abc", "api-key": alice_key, "x-api-key": alice_key})
 
     sent = fake_upstream.last_request.headers
     assert sent["authorization"] == "Bearer upstream-master-key"
@@ -62,6 +62,32 @@ def test_useful_upstream_headers_reach_the_client(live, alice_key):
     response = chat(live, alice_key)
 
     assert response.headers["x-ratelimit-remaining-requests"] == "99"
+    assert response.headers["openai-processing-ms"] == "7"
+    assert response.headers["x-request-id"]
+
+
+def test_upstream_internals_are_not_relayed(live, alice_key):
+    response = chat(live, alice_key)
+
+    assert "x-litellm-model-api-base" not in response.headers
+    assert "x-litellm-key-spend" not in response.headers
+    assert "x-litellm-model-id" not in response.headers
+
+
+def test_a_setting_relays_named_upstream_headers(live, alice_key, settings):
+    settings.UPSTREAM_RELAY_HEADERS = frozenset({"x-litellm-model-id"})
+
+    response = chat(live, alice_key)
+
+    assert response.headers["x-litellm-model-id"] == "fake"
+    assert "x-litellm-model-api-base" not in response.headers
+
+
+def test_anthropic_headers_are_forwarded(live, alice_key, fake_upstream):
+    chat(live, alice_key, headers={"anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024-05-16"})
+
+    sent = fake_upstream.last_request.headers
+    assert (sent["anthropic-version"], sent["anthropic-beta"]) == ("2023-06-01", "tools-2024-05-16")
 
 
 @pytest.mark.parametrize("status", [400, 429, 500, 503])
