@@ -71,7 +71,7 @@ class Policy(models.Model):
         blank=True,
         help_text='Other /v1 paths to forward as they are, as globs: ["/v1/files", "/v1/files/*"]. '
         "Closed by default (404). A passthrough path runs with the upstream's own key and escapes every "
-        "rule here except the model check on a \"model\" in its JSON body: open only what you trust.",
+        'rule here except the model check on a "model" in its JSON body: open only what you trust.',
     )
     embedding_default_model = models.CharField(max_length=200, blank=True)
     embedding_normalize_input = models.BooleanField(default=False)

@@ -177,7 +177,7 @@ def _passthrough_paths(path: str, value: Any) -> Messages:
         if (problem := _glob_problem(pattern)) is not None:
             messages.append(f"{item} {problem}.")
         elif not pattern.startswith("/v1/") or len(pattern) == len("/v1/"):
-            messages.append(f"{item} must be a path under /v1/, such as \"/v1/files\" (got {_show(pattern)}).")
+            messages.append(f'{item} must be a path under /v1/, such as "/v1/files" (got {_show(pattern)}).')
         elif any(c.isspace() or c in "?#%" for c in pattern):
             messages.append(f"{item} must be a plain path: no spaces, query, fragment or percent-encoding.")
     return messages
