@@ -185,7 +185,7 @@ class AuditRecordAdmin(admin.ModelAdmin):
         (None, {"fields": ("created_at", "request_id", "record_id", "outcome", "status_code", "upstream_status")}),
         ("Who", {"fields": ("key_prefix", "key_name", "api_key_id", "policy_name", "policy_version", "policy_id")}),
         ("Client", {"fields": ("client_ip", "user_agent", "method", "path", "endpoint")}),
-        ("Model", {"fields": ("model_requested", "model_upstream", "stream")}),
+        ("Model", {"fields": ("model_requested", "model_upstream", "stream", "stored_id")}),
         ("Error", {"fields": ("error_type", "error_code", "error_message")}),
         (
             "Usage and timings",

@@ -132,7 +132,11 @@ class AuditScopeFilter(filters.FilterSet):
     policy = PolicyFilter(help_text="Policy id or name (the name recorded at request time).")
     policy_version = IntegerFilter(field_name="policy_version", min_value=0)
     model = filters.CharFilter(method="filter_model", help_text="Requested model or the model the upstream reported.")
-    endpoint = filters.CharFilter(field_name="endpoint", help_text="`chat`, `completions`, `embeddings`, ...")
+    endpoint = filters.CharFilter(
+        field_name="endpoint",
+        help_text="`chat`, `completions`, `responses`, `responses_object`, `messages`, `messages_count_tokens`, "
+        "`embeddings`, ...",
+    )
     status = StatusFilter(help_text="HTTP status: exact (`404`) or class (`4xx`).")
     outcome = filters.ChoiceFilter(field_name="outcome", choices=AuditRecord.Outcome.choices)
     stream = StrictBooleanFilter(field_name="stream")

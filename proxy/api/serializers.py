@@ -25,6 +25,7 @@ METADATA_FIELDS = (
     "model_requested",
     "model_upstream",
     "stream",
+    "stored_id",
     "status_code",
     "upstream_status",
     "outcome",
