@@ -10,7 +10,8 @@ becomes the bottleneck of a benchmark.
 Control headers (sent by the client, forwarded by the proxy under test):
 
 * ``x-fake-status: 429``     -> that status (400-599) with an OpenAI-shaped error
-                                body (429 also sends ``retry-after: 1``)
+                                body (Anthropic's ``{"type": "error", ...}`` on
+                                /messages paths); 429 also sends ``retry-after: 1``
 * ``x-fake-delay: 1.5``      -> sleep that many seconds before responding
 * ``x-fake-interval: 0.05``  -> sleep that long between streamed body messages
 * ``x-fake-cut-after: N``    -> on streamed responses, send N body messages
@@ -18,17 +19,30 @@ Control headers (sent by the client, forwarded by the proxy under test):
                                 connection without finishing the chunked body
 * ``x-fake-content: text``   -> the completion text
 * ``x-fake-chunks: ["a","b"]`` -> the streamed pieces (JSON list of strings)
-* ``x-fake-tool-call: {"name": "f", "arguments": "{...}"}`` -> the Responses API
-                                and Messages answers add a function call / tool_use
+* ``x-fake-tool-call: {"name": "f", "arguments": "{...}"}`` -> Responses answers add a
+                                ``function_call`` output item, Messages answers a
+                                ``tool_use`` block (stop_reason ``tool_use``), after the text
 * ``x-fake-linger: 0.3``     -> on streamed responses, keep the body open that long
                                 after the last event before ending it
-* ``x-fake-redirect: /path`` -> 307 with ``location`` naming the fake's own address
+* ``x-fake-redirect: /path`` -> 307, empty body, ``location`` = the fake's own
+                                ``http://host:port`` + that path
 
-Routes are served under ``/v1/...`` and also without the ``/v1`` prefix: chat,
-completions, embeddings, models, moderations, images, audio, the Responses API
-(create; GET/DELETE a stored response, its input_items, cancel) and Anthropic
-Messages (and count_tokens), those two in their real shapes (tests/fake_surfaces.py).
-Any unknown method/path gets a 200 JSON echo of the request.
+Routes, served under ``/v1/...`` and also without the ``/v1`` prefix:
+
+* ``POST /chat/completions``, ``POST /completions`` (``stream`` -> ``data:`` SSE ending
+  with ``data: [DONE]``), ``POST /embeddings``, ``GET /models``, ``GET /models/{id}``,
+  ``POST /moderations``, ``POST /images/generations``, ``POST /audio/speech``,
+  ``POST /audio/transcriptions``, ``POST /audio/translations``
+* OpenAI Responses API: ``POST /responses`` (``stream`` -> ``event: <type>`` SSE, no
+  ``[DONE]``); created responses (unless ``store: false``) are kept per app instance,
+  bounded, cleared by ``reset()``: ``GET /responses/{id}``, ``DELETE /responses/{id}``,
+  ``GET /responses/{id}/input_items`` (``order``, ``limit``, ``after``),
+  ``POST /responses/{id}/cancel``; an unknown id is a 404
+* Anthropic Messages: ``POST /messages`` (``stream`` -> ``event: <type>`` SSE, no
+  ``[DONE]``), ``POST /messages/count_tokens``
+
+The Responses and Messages shapes and event sequences live in tests/fake_surfaces.py.
+Any other method/path gets a 200 JSON echo of the request.
 """
 
 from __future__ import annotations
@@ -45,8 +59,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 import uvicorn
@@ -511,7 +527,10 @@ def audio_transcription(req: ReceivedRequest, ctl: Controls) -> Reply:
     )
 
 
-RESPONSES = fake_surfaces.ResponsesStore()
+# The stored responses of the app answering the current request: each FakeUpstreamApp keeps its own
+# (set in FakeUpstreamApp._http, read by the Responses handlers; every request runs in its own task).
+_responses_store: ContextVar[fake_surfaces.ResponsesStore] = ContextVar("responses_store")
+INPUT_ITEMS_PAGE = 20  # the Responses API's default `limit` for input_items
 
 
 def _named_sse(events: list[dict]) -> Reply:
@@ -522,24 +541,46 @@ def create_response(req: ReceivedRequest, ctl: Controls) -> Reply:
     body = req.json or {}
     response, events = fake_surfaces.create_response(body, ctl.content, ctl.chunks, ctl.tool_call, _count_words)
     if body.get("store", True) is not False:
-        RESPONSES.keep(response, fake_surfaces.input_items(body.get("input")))
+        _responses_store.get().keep(response, fake_surfaces.input_items(body.get("input")))
     return _named_sse(events) if body.get("stream") else _json(response)
+
+
+def _input_items_page(items: list[dict], query: str) -> dict:
+    """A page of input items; like the real API: `order` (default desc), `limit` (default 20), `after`."""
+    params = {name: values[-1] for name, values in parse_qs(query).items()}
+    if params.get("order", "desc") == "desc":
+        items = items[::-1]
+    after = params.get("after")
+    ids = [item["id"] for item in items]
+    if after in ids:
+        items = items[ids.index(after) + 1 :]
+    limit = int(params["limit"]) if params.get("limit", "").isdigit() else INPUT_ITEMS_PAGE
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > len(page),
+    }
 
 
 def stored_response(req: ReceivedRequest, ctl: Controls) -> Reply:
     """GET / DELETE /responses/{id}, GET /responses/{id}/input_items, POST /responses/{id}/cancel."""
     _, response_id, *action = _normalize(req.path)[len("/responses") :].split("/")
-    stored = RESPONSES.get(response_id)
+    store = _responses_store.get()
+    stored = store.get(response_id)
     if stored is None:
         return error_reply(404, f"Response with id '{response_id}' not found.", param="response_id")
     response, items = stored
     if action == ["input_items"] and req.method == "GET":
-        first, last = (items[0]["id"], items[-1]["id"]) if items else (None, None)
-        return _json({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": False})
+        return _json(_input_items_page(items, req.query))
     if action == ["cancel"] and req.method == "POST":
-        return _json({**response, "status": "cancelled"})
+        cancelled = {**response, "status": "cancelled"}
+        store.keep(cancelled, items)  # a later GET sees it cancelled too
+        return _json(cancelled)
     if not action and req.method == "DELETE":
-        RESPONSES.forget(response_id)
+        store.forget(response_id)
         return _json({"id": response_id, "object": "response", "deleted": True})
     if not action and req.method == "GET":
         return _json(response)
@@ -554,6 +595,14 @@ def create_message(req: ReceivedRequest, ctl: Controls) -> Reply:
 
 def count_tokens(req: ReceivedRequest, ctl: Controls) -> Reply:
     return _json({"input_tokens": _count_words(fake_surfaces.messages_input_text(req.json or {}))})
+
+
+def anthropic_error_reply(status: int) -> Reply:
+    """x-fake-status on a /messages path: Anthropic's error shape ({"type": "error", "error": {...}})."""
+    reply = _json(fake_surfaces.anthropic_error(status, f"Fake upstream error (HTTP {status})"), status)
+    if status == 429:
+        reply.extra_headers.append((b"retry-after", b"1"))
+    return reply
 
 
 def echo(req: ReceivedRequest, ctl: Controls) -> Reply:
@@ -681,6 +730,7 @@ class FakeUpstreamApp:
         self.record = record
         self._lock = threading.Lock()  # requests are read from the test thread
         self._records: deque[ReceivedRequest] = deque(maxlen=max_records)
+        self.responses = fake_surfaces.ResponsesStore()  # created Responses (store != false), bounded
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
@@ -705,12 +755,11 @@ class FakeUpstreamApp:
             location = f"http://{host}:{port}{ctl.redirect}".encode("latin-1")
             reply = Reply(status=307, extra_headers=[(b"location", location)])
         elif ctl.status is not None and _normalize(request.path).startswith("/messages"):
-            reply = _json(
-                fake_surfaces.anthropic_error(ctl.status, f"Fake upstream error (HTTP {ctl.status})"), ctl.status
-            )
+            reply = anthropic_error_reply(ctl.status)
         elif ctl.status is not None:
             reply = error_reply(ctl.status)
         else:
+            _responses_store.set(self.responses)
             reply = find_handler(request.method, request.path)(request, ctl)
         await _send_reply(send, receive, reply, ctl)
 
@@ -724,7 +773,7 @@ class FakeUpstreamApp:
     def reset(self) -> None:
         with self._lock:
             self._records.clear()
-        RESPONSES.clear()
+        self.responses.clear()
 
 
 # Module-level app, e.g. for `uvicorn tests.fake_upstream:app`; bounded log so

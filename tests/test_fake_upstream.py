@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import struct
 import subprocess
@@ -10,13 +11,20 @@ import sys
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import orjson
 import pytest
 
 from tests.fake_upstream import SPEECH_BYTES, FakeUpstream, fake_embedding
 
 CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+CONTENT = "Hello from fake upstream"
+WEATHER_CALL = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+WEATHER = {"x-fake-tool-call": json.dumps(WEATHER_CALL)}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +46,46 @@ def sse_events(raw: str) -> list[str]:
     blocks = raw.split("\n\n")[:-1]
     assert all(b.startswith("data: ") and "\n" not in b for b in blocks)
     return [b[len("data: ") :] for b in blocks]
+
+
+def named_sse_events(raw: str) -> list[dict]:
+    """Split an `event: <type>` SSE body (Responses, Messages) into its events, checking the framing."""
+    assert raw.endswith("\n\n")
+    events = []
+    for block in raw.split("\n\n")[:-1]:
+        event_line, data_line = block.split("\n")
+        assert event_line.startswith("event: ")
+        assert data_line.startswith("data: ")
+        event = orjson.loads(data_line[len("data: ") :])
+        assert event["type"] == event_line[len("event: ") :]
+        events.append(event)
+    return events
+
+
+def cut_stream(client: httpx.Client, path: str, body: dict, headers: dict) -> bytes:
+    """What arrived of a stream the fake dropped (x-fake-cut-after)."""
+    received: list[bytes] = []
+
+    def read_all() -> None:
+        with client.stream("POST", path, json=body, headers=headers) as r:
+            assert r.status_code == 200
+            received.extend(r.iter_raw())
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        read_all()
+    return b"".join(received)
+
+
+@pytest.fixture
+def sdk(upstream) -> openai.OpenAI:
+    upstream.reset()
+    return openai.OpenAI(base_url=upstream.base_url, api_key="sk-fake", max_retries=0, timeout=5)
+
+
+@pytest.fixture
+def claude(upstream) -> anthropic.Anthropic:
+    upstream.reset()
+    return anthropic.Anthropic(base_url=upstream.url, api_key="x", max_retries=0, timeout=5)
 
 
 # --------------------------------------------------------------------------- #
@@ -64,6 +112,9 @@ def test_common_response_headers_and_path_without_v1(client):
     assert r.headers["content-type"] == "application/json"
     assert r.headers["x-litellm-model-id"] == "fake"
     assert r.headers["x-ratelimit-remaining-requests"] == "99"
+    assert r.headers["x-litellm-model-api-base"] == "http://10.11.12.13:4000"
+    assert r.headers["x-litellm-key-spend"] == "0.0"
+    assert r.headers["openai-processing-ms"] == "7"
 
 
 def test_chat_stream_framing(client):
@@ -116,7 +167,6 @@ def test_cut_after_breaks_the_stream(client):
 
 
 def test_openai_sdk_is_happy(upstream):
-    openai = pytest.importorskip("openai")
     sdk = openai.OpenAI(base_url=upstream.base_url, api_key="sk-fake", max_retries=0)
     reply = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "Hello from fake upstream"
@@ -125,6 +175,297 @@ def test_openai_sdk_is_happy(upstream):
     # The SDK asks for base64 embeddings by default and decodes them.
     emb = sdk.embeddings.create(model="text-embedding-3-small", input="x")
     assert emb.data[0].embedding == pytest.approx(fake_embedding("x"), abs=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Responses API
+# --------------------------------------------------------------------------- #
+
+
+def test_responses_create(sdk):
+    response = sdk.responses.create(model="gpt-4o", input="one two three", instructions="be brief")
+    assert response.id.startswith("resp_fake")
+    assert (response.object, response.status, response.model) == ("response", "completed", "gpt-4o")
+    assert response.output_text == CONTENT
+    assert response.instructions == "be brief"
+    [message] = response.output
+    assert (message.type, message.role, message.status) == ("message", "assistant", "completed")
+    assert message.id.startswith("msg_")
+    assert message.content[0].type == "output_text"
+    assert message.content[0].annotations == []
+    usage = response.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (5, 4, 9)  # instructions count too
+    assert usage.input_tokens_details.cached_tokens == 0
+    assert usage.output_tokens_details.reasoning_tokens == 0
+    assert response.error is None
+    assert response.incomplete_details is None
+    assert (response.tools, response.tool_choice, response.parallel_tool_calls) == ([], "auto", True)
+
+
+def test_responses_create_counts_list_input(client):
+    body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "a b"},
+            {"role": "user", "content": [{"type": "input_text", "text": "c d e"}]},
+        ],
+    }
+    r = client.post("/responses", json=body, headers={"x-fake-content": "x y"})
+    assert r.json()["usage"]["input_tokens"] == 5
+    assert r.json()["output"][0]["content"][0]["text"] == "x y"
+
+
+def test_responses_stream_with_the_sdk(sdk):
+    events = list(sdk.responses.create(model="gpt-4o", input="hi", stream=True))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 4,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert "".join(d.delta for d in deltas) == CONTENT
+    assert {(d.item_id, d.output_index, d.content_index) for d in deltas} == {(events[2].item.id, 0, 0)}
+    assert events[0].response.status == "in_progress"
+    completed = events[-1].response
+    assert completed.status == "completed"
+    assert completed.output_text == CONTENT
+    assert completed.id == events[0].response.id
+
+
+def test_responses_stream_framing(client):
+    r = client.post(RESPONSES, json={"input": "hi", "stream": True}, headers={"x-fake-chunks": '["a", "b"]'})
+    assert r.headers["content-type"] == "text/event-stream"
+    assert "[DONE]" not in r.text
+    events = named_sse_events(r.text)
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == ["a", "b"]
+    assert [e for e in events if e["type"] == "response.output_text.done"][0]["text"] == "ab"
+    assert events[-1]["type"] == "response.completed"
+
+
+def test_responses_tool_call(sdk):
+    response = sdk.responses.create(model="gpt-4o", input="weather?", extra_headers=WEATHER)
+    message, call = response.output
+    assert message.type == "message"
+    assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed")
+    assert call.id.startswith("fc_")
+    assert call.call_id.startswith("call_")
+    assert json.loads(call.arguments) == {"city": "Paris"}
+
+
+def test_responses_tool_call_stream(sdk):
+    events = list(sdk.responses.create(model="gpt-4o", input="weather?", stream=True, extra_headers=WEATHER))
+    tail = [e.type for e in events[-7:]]
+    assert tail == [
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added = events[-6]
+    assert (added.output_index, added.item.type, added.item.arguments) == (1, "function_call", "")
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == WEATHER_CALL["arguments"]
+    assert all(e.item_id == added.item.id for e in events[-5:-2])
+    assert events[-3].arguments == WEATHER_CALL["arguments"]
+    assert events[-1].response.output[1].name == "get_weather"
+
+
+def test_stored_response_round_trip(sdk):
+    created = sdk.responses.create(model="gpt-4o", input="Remember 42.")
+    assert sdk.responses.retrieve(created.id).output_text == CONTENT
+
+    items = sdk.responses.input_items.list(created.id)
+    [item] = items.data
+    assert (item.type, item.role) == ("message", "user")
+    assert item.content[0].type == "input_text"
+    assert item.content[0].text == "Remember 42."
+    assert items.first_id == items.last_id == item.id
+    assert items.has_more is False
+
+    assert sdk.responses.cancel(created.id).status == "cancelled"
+    assert sdk.responses.retrieve(created.id).status == "cancelled"
+    sdk.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(created.id)
+
+
+def test_stored_response_raw_shapes(client):
+    body = {"input": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]}
+    response_id = client.post(RESPONSES, json=body).json()["id"]
+    listing = client.get(f"{RESPONSES}/{response_id}/input_items").json()
+    assert set(listing) == {"object", "data", "first_id", "last_id", "has_more"}
+    texts = [item["content"][0]["text"] for item in listing["data"]]
+    assert texts == ["two", "one"]  # newest first by default, like the real API
+    ascending = client.get(f"/responses/{response_id}/input_items?order=asc&limit=1").json()
+    assert [i["content"][0]["text"] for i in ascending["data"]] == ["one"]
+    assert ascending["has_more"] is True
+    rest = client.get(f"/responses/{response_id}/input_items?order=asc&after={ascending['last_id']}").json()
+    assert [i["content"][0]["text"] for i in rest["data"]] == ["two"]
+
+    deleted = client.delete(f"{RESPONSES}/{response_id}")
+    assert deleted.json() == {"id": response_id, "object": "response", "deleted": True}
+    assert client.get(f"{RESPONSES}/{response_id}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")]
+)
+def test_unknown_response_id_is_a_404(client, method, suffix):
+    r = client.request(method, f"{RESPONSES}/resp_nope{suffix}")
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "resp_nope" in error["message"]
+
+
+def test_store_false_and_reset_forget_responses(client, upstream):
+    unstored = client.post(RESPONSES, json={"input": "x", "store": False}).json()
+    assert unstored["store"] is False
+    assert client.get(f"{RESPONSES}/{unstored['id']}").status_code == 404
+    stored = client.post(RESPONSES, json={"input": "x"}).json()
+    assert client.get(f"{RESPONSES}/{stored['id']}").status_code == 200
+    upstream.reset()
+    assert client.get(f"{RESPONSES}/{stored['id']}").status_code == 404
+
+
+def test_stored_responses_belong_to_their_app(client):
+    response_id = client.post(RESPONSES, json={"input": "x"}).json()["id"]
+    with FakeUpstream() as other:
+        assert httpx.get(f"{other.url}{RESPONSES}/{response_id}").status_code == 404
+
+
+def test_responses_cut_stream_has_no_terminal_event(client):
+    raw = cut_stream(client, RESPONSES, {"input": "hi", "stream": True}, {"x-fake-cut-after": "3"})
+    assert raw.count(b"event: ") == 3
+    assert b"response.completed" not in raw
+
+
+# --------------------------------------------------------------------------- #
+# Anthropic Messages
+# --------------------------------------------------------------------------- #
+
+HAIKU = "claude-3-5-haiku-latest"
+
+
+def test_messages_create(claude):
+    message = claude.messages.create(
+        model=HAIKU, max_tokens=64, system="be brief", messages=[{"role": "user", "content": "one two three"}]
+    )
+    assert message.id.startswith("msg_fake")
+    assert (message.type, message.role, message.model) == ("message", "assistant", HAIKU)
+    assert [(b.type, b.text) for b in message.content] == [("text", CONTENT)]
+    assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 4)
+
+
+def test_messages_create_with_tool(claude):
+    message = claude.messages.create(
+        model=HAIKU, max_tokens=64, messages=[{"role": "user", "content": "weather?"}], extra_headers=WEATHER
+    )
+    text, tool_use = message.content
+    assert text.type == "text"
+    assert (tool_use.type, tool_use.name, tool_use.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    assert tool_use.id.startswith("toolu_")
+    assert message.stop_reason == "tool_use"
+
+
+def test_messages_stream_with_the_sdk(claude):
+    with claude.messages.stream(model=HAIKU, max_tokens=64, messages=[{"role": "user", "content": "a b"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == CONTENT
+    assert final.content[0].text == CONTENT
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (2, 4)
+    assert final.stop_reason == "end_turn"
+
+
+def test_messages_stream_with_tool(claude):
+    messages = [{"role": "user", "content": "weather?"}]
+    with claude.messages.stream(model=HAIKU, max_tokens=64, messages=messages, extra_headers=WEATHER) as stream:
+        final = stream.get_final_message()
+    assert final.content[1].type == "tool_use"
+    assert final.content[1].input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+
+
+def test_messages_stream_framing(client):
+    body = {"model": HAIKU, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    r = client.post(MESSAGES, json=body, headers={"x-fake-chunks": '["a", "b"]', **WEATHER})
+    assert r.headers["content-type"] == "text/event-stream"
+    assert "[DONE]" not in r.text
+    events = named_sse_events(r.text)
+    assert [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    start = events[0]["message"]
+    assert (start["content"], start["usage"]["output_tokens"]) == ([], 1)
+    assert events[1]["content_block"] == {"type": "text", "text": ""}
+    assert [e["delta"] for e in events[3:5]] == [{"type": "text_delta", "text": t} for t in "ab"]
+    assert events[6]["content_block"]["input"] == {}
+    assert "".join(e["delta"]["partial_json"] for e in events[7:9]) == WEATHER_CALL["arguments"]
+    assert events[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[-2]["usage"] == {"output_tokens": 1}
+
+
+def test_messages_count_tokens(claude):
+    counted = claude.messages.count_tokens(
+        model=HAIKU, system="be brief", messages=[{"role": "user", "content": "one two three"}]
+    )
+    assert counted.input_tokens == 5
+
+
+def test_messages_error_shape(claude, client):
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        claude.messages.create(
+            model=HAIKU,
+            max_tokens=8,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-status": "429"},
+        )
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    r = client.post("/messages/count_tokens", json={}, headers={"x-fake-status": "500"})
+    assert r.status_code == 500
+    assert r.json() == {"type": "error", "error": {"type": "api_error", "message": "Fake upstream error (HTTP 500)"}}
+
+
+def test_messages_cut_stream_has_no_terminal_event(client):
+    body = {"model": HAIKU, "max_tokens": 8, "stream": True, "messages": []}
+    raw = cut_stream(client, MESSAGES, body, {"x-fake-cut-after": "3"})
+    assert raw.count(b"event: ") == 3
+    assert b"message_stop" not in raw
+
+
+# --------------------------------------------------------------------------- #
+# Redirect
+# --------------------------------------------------------------------------- #
+
+
+def test_redirect(client, upstream):
+    r = client.get("/v1/files", headers={"x-fake-redirect": "/v1/files/"})
+    assert r.status_code == 307
+    assert r.headers["location"] == upstream.url + "/v1/files/"
+    assert r.content == b""
 
 
 # --------------------------------------------------------------------------- #

@@ -606,50 +606,28 @@ def item_added(seq: int, output_index: int = 0, item_id: str = "msg_1") -> dict:
     return {"type": "response.output_item.added", "sequence_number": seq, "output_index": output_index, "item": item}
 
 
+def part_event(kind: str, seq: int, output_index: int, content_index: int, item_id: str, **fields) -> dict:
+    """An event about one content part of one output item, as every text event of the API is."""
+    where = {"item_id": item_id, "output_index": output_index, "content_index": content_index}
+    return {"type": kind, "sequence_number": seq, **where, **fields}
+
+
 def part_added(seq: int, output_index: int = 0, content_index: int = 0, item_id: str = "msg_1") -> dict:
-    return {
-        "type": "response.content_part.added",
-        "sequence_number": seq,
-        "item_id": item_id,
-        "output_index": output_index,
-        "content_index": content_index,
-        "part": {"type": "output_text", "text": "", "annotations": []},
-    }
+    part = {"type": "output_text", "text": "", "annotations": []}
+    return part_event("response.content_part.added", seq, output_index, content_index, item_id, part=part)
 
 
 def delta(text: str, seq: int, output_index: int = 0, content_index: int = 0, item_id: str = "msg_1") -> dict:
-    return {
-        "type": "response.output_text.delta",
-        "sequence_number": seq,
-        "item_id": item_id,
-        "output_index": output_index,
-        "content_index": content_index,
-        "delta": text,
-        "logprobs": [],
-    }
+    return part_event("response.output_text.delta", seq, output_index, content_index, item_id, delta=text, logprobs=[])
 
 
 def text_done(text: str, seq: int, output_index: int = 0, content_index: int = 0, item_id: str = "msg_1") -> dict:
-    return {
-        "type": "response.output_text.done",
-        "sequence_number": seq,
-        "item_id": item_id,
-        "output_index": output_index,
-        "content_index": content_index,
-        "text": text,
-        "logprobs": [],
-    }
+    return part_event("response.output_text.done", seq, output_index, content_index, item_id, text=text, logprobs=[])
 
 
 def part_done(text: str, seq: int, output_index: int = 0, content_index: int = 0, item_id: str = "msg_1") -> dict:
-    return {
-        "type": "response.content_part.done",
-        "sequence_number": seq,
-        "item_id": item_id,
-        "output_index": output_index,
-        "content_index": content_index,
-        "part": {"type": "output_text", "text": text, "annotations": []},
-    }
+    part = {"type": "output_text", "text": text, "annotations": []}
+    return part_event("response.content_part.done", seq, output_index, content_index, item_id, part=part)
 
 
 def message_item(*texts: str, item_id: str = "msg_1") -> dict:
