@@ -46,7 +46,9 @@ def input_items(value: Any) -> list[dict]:
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict):
             continue
-        item = {"id": new_id("msg"), "type": "message", **item}
+        kind = item.get("type", "message")
+        prefix = "msg" if kind == "message" else "fco" if kind == "function_call_output" else "item"
+        item = {"id": new_id(prefix), "type": kind, "status": "completed", **item}
         if isinstance(item.get("content"), str):
             item["content"] = [{"type": "input_text", "text": item["content"]}]
         items.append(item)
@@ -96,7 +98,7 @@ def response_object(body: dict, output: list[dict], usage: dict, status: str = "
 def responses_usage(input_tokens: int, output_tokens: int) -> dict:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -273,7 +275,19 @@ def messages_events(message: dict, pieces: list[str], tool: dict | None) -> list
     return events
 
 
+ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
 def anthropic_error(status: int, message: str) -> dict:
-    kinds = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
-    kind = kinds.get(status, "rate_limit_error" if status == 429 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = ANTHROPIC_ERRORS.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": new_id("req")}
