@@ -17,6 +17,7 @@ from typing import Any
 
 # Node kinds of our own small tree, converted once from CPython's parse tree.
 _CHAR, _IN, _SEQ, _BRANCH, _REPEAT, _RUN, _ZERO_WIDTH, _ANY_TEXT = range(8)
+_RE2_ONLY = re.compile(r"\[:|\\[pPQECz]")
 # Character tests one walk may make before it gives up and holds its whole window.
 _WALK_BUDGET = 20_000
 
@@ -30,12 +31,19 @@ class PrefixMatcher:
         self._tree = tree
 
     @classmethod
-    def build(cls, regex: re.Pattern[str]) -> PrefixMatcher | None:
-        """None when the pattern cannot be analysed; callers then hold a fixed window."""
+    def build(cls, pattern: str) -> PrefixMatcher | None:
+        """None when the pattern cannot be analysed; callers then hold a fixed window.
+
+        Matching runs in RE2 (policies/patterns.py); the analysis reads Python's parse of the same
+        pattern, which agrees on the syntax the two share. Syntax only RE2 reads (\\p{…} classes,
+        [[:alpha:]], \\Q…\\E, \\C, \\z) could parse differently here, so it is not analysed.
+        """
+        if _RE2_ONLY.search(pattern):
+            return None
         try:
             from re import _constants, _parser  # private, but stable for many releases
 
-            parsed = _parser.parse(regex.pattern, regex.flags)
+            parsed = _parser.parse(pattern, 0)
             return cls(_convert(parsed, parsed.state.flags, _constants.MAXREPEAT))
         except Exception:  # any surprise just means "no analysis"
             return None

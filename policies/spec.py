@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from policies.partial_match import PrefixMatcher
+from policies.patterns import Pattern, compile_pattern
 
 DEFAULT_CONTENT: dict[str, Any] = {
     "system_context": "",
@@ -68,12 +69,12 @@ class ModelRule:
 @dataclass(frozen=True, slots=True)
 class BlockedPattern:
     name: str
-    regex: re.Pattern[str]
+    regex: Pattern  # RE2: linear time, whatever the pattern and the text
 
 
 @dataclass(frozen=True, slots=True)
 class Redaction:
-    regex: re.Pattern[str]
+    regex: Pattern
     replacement: str
     # None when the pattern could not be analysed: streams then hold STREAM_HOLD_LIMIT characters.
     prefix: PrefixMatcher | None = field(default=None, compare=False)
@@ -158,7 +159,8 @@ class PolicySpec:
             user_field=get("user_field"),
             user_field_override=get("user_field_override"),
             blocked_patterns=tuple(
-                BlockedPattern(name=rule["name"], regex=re.compile(rule["pattern"])) for rule in get("blocked_patterns")
+                BlockedPattern(name=rule["name"], regex=compile_pattern(rule["pattern"]))
+                for rule in get("blocked_patterns")
             ),
             response_redactions=tuple(_redaction(rule) for rule in get("response_redactions")),
             annotate_responses=get("annotate_responses"),
@@ -169,12 +171,11 @@ class PolicySpec:
 
 
 def _redaction(rule: Mapping[str, Any]) -> Redaction:
-    regex = re.compile(rule["pattern"])
     replacement = rule.get("replacement")
     return Redaction(
-        regex=regex,
+        regex=compile_pattern(rule["pattern"]),
         replacement=DEFAULT_REPLACEMENT if replacement is None else replacement,
-        prefix=PrefixMatcher.build(regex),
+        prefix=PrefixMatcher.build(rule["pattern"]),
     )
 
 

@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from policies.patterns import Pattern, PatternError, compile_pattern
 from policies.spec import (
     AUDIT_CAPTURE_MODES,
     DEFAULT_CONTENT,
@@ -225,15 +226,15 @@ def _unexpected_keys(path: str, item: dict[str, Any], allowed: tuple[str, ...]) 
 # --- regular expressions -----------------------------------------------------------------
 
 
-def _compile(path: str, value: Any) -> tuple[re.Pattern[str] | None, Messages]:
+def _compile(path: str, value: Any) -> tuple[Pattern | None, Messages]:
     if not isinstance(value, str) or not value:
         return None, [f"{path} must be a non-empty regular expression."]
     if len(value) > MAX_REGEX_LENGTH:
         return None, [f"{path} must be at most {MAX_REGEX_LENGTH} characters."]
     try:
-        regex = re.compile(value)
-    except re.error as exc:
-        return None, [f"{path} is not a valid regular expression: {exc}"]
+        regex = compile_pattern(value)
+    except PatternError as exc:
+        return None, [f"{path} {exc}."]
     if regex.match(""):
         return None, [f"{path} matches empty text, so it would match everywhere."]
     return regex, []
@@ -281,7 +282,7 @@ def _response_redactions(path: str, value: Any) -> Messages:
     return messages
 
 
-def _replacement_problems(path: str, regex: re.Pattern[str], replacement: str) -> Messages:
+def _replacement_problems(path: str, regex: Pattern, replacement: str) -> Messages:
     # Group references (\1, \g<name>) only fail when a match happens: try the template
     # against a stand-in pattern with the same groups, which matches empty text.
     names = {number: name for name, number in regex.groupindex.items()}

@@ -446,7 +446,9 @@ def test_messages_error_shape(claude, client):
     assert caught.value.body["error"]["type"] == "rate_limit_error"
     r = client.post("/messages/count_tokens", json={}, headers={"x-fake-status": "500"})
     assert r.status_code == 500
-    assert r.json() == {"type": "error", "error": {"type": "api_error", "message": "Fake upstream error (HTTP 500)"}}
+    assert r.json()["type"] == "error"
+    assert r.json()["error"] == {"type": "api_error", "message": "Fake upstream error (HTTP 500)"}
+    assert r.json()["request_id"].startswith("req_")
 
 
 def test_messages_cut_stream_has_no_terminal_event(client):

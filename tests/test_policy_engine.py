@@ -27,6 +27,7 @@ from policies.engine import (
     model_allowed,
     redact_text,
 )
+from policies.partial_match import PrefixMatcher
 from policies.spec import DEFAULT_CONTENT, PASS_THROUGH, STREAM_HOLD_LIMIT, PolicySpec
 from policies.streams import StreamRewriter, stream_needs_rewrite
 
@@ -893,9 +894,9 @@ STREAM_PATTERNS = [
     [{"pattern": r"\b\d{3}-\d{2}-\d{4}\b", "replacement": "[ssn]"}],
     [{"pattern": r"sk-[A-Za-z0-9]{8,}", "replacement": "[key]"}],
     [{"pattern": r"(?i)[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}", "replacement": "[email]"}],
-    [{"pattern": r"colou?r|cat(?=s)"}, {"pattern": r"\d+", "replacement": "#"}],
+    [{"pattern": r"colou?r|cats"}, {"pattern": r"\d+", "replacement": "#"}],
     [{"pattern": r"(ab)+c", "replacement": r"<\1>"}],
-    [{"pattern": r"(?<=@)\w+"}],
+    [{"pattern": r"@\w+"}],
 ]
 STREAM_WORDS = [*"abcxo0123456789- @.:sk_\n", "sk-", "cats", "color", "123-45-6789", "bob@ex.com", "abab"]
 
@@ -966,9 +967,9 @@ def test_prefix_matcher_never_misses_a_match_that_more_text_completes(pattern, t
     assert open_start <= min(unsettled)
 
 
-def prefix_matcher(pattern: str):
-    spec = make_spec(response_redactions=[{"pattern": pattern}])
-    matcher = spec.response_redactions[0].prefix
+def prefix_matcher(pattern: str) -> PrefixMatcher:
+    # Built directly: the analysis also stays safe for syntax RE2 refuses (backreferences, lookaround).
+    matcher = PrefixMatcher.build(pattern)
     assert matcher is not None
     return matcher
 

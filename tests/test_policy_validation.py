@@ -212,15 +212,12 @@ def test_content_must_be_an_object():
         (
             {"blocked_patterns": [{"name": "cards", "pattern": "[abc"}]},
             "blocked_patterns",
-            ["blocked_patterns[0].pattern is not a valid regular expression: unterminated character set at position 0"],
+            ["blocked_patterns[0].pattern is not a valid regular expression: missing ]: [abc."],
         ),
         (
             {"blocked_patterns": [{"name": "x", "pattern": "ok"}, {"name": "bad", "pattern": "a(b"}]},
             "blocked_patterns",
-            [
-                "blocked_patterns[1].pattern is not a valid regular expression: "
-                "missing ), unterminated subpattern at position 1"
-            ],
+            ["blocked_patterns[1].pattern is not a valid regular expression: missing ): a(b."],
         ),
         (
             {"blocked_patterns": [{"name": "anything", "pattern": "x*"}]},
@@ -249,9 +246,24 @@ def test_content_must_be_an_object():
         (
             {"response_redactions": [{"pattern": "(secret"}]},
             "response_redactions",
+            ["response_redactions[0].pattern is not a valid regular expression: missing ): (secret."],
+        ),
+        # what RE2 does not run: refused by name, with the reason
+        (
+            {"blocked_patterns": [{"name": "twice", "pattern": r"(\w)\1"}]},
+            "blocked_patterns",
             [
-                "response_redactions[0].pattern is not a valid regular expression: "
-                "missing ), unterminated subpattern at position 0"
+                "blocked_patterns[0].pattern uses a backreference (\\1, (?P=name)), which aiproxy does not run: "
+                "patterns are matched with RE2, in time linear in the text, so that no pattern can stall a worker."
+            ],
+        ),
+        (
+            {"response_redactions": [{"pattern": r"(?<=@)\w+"}]},
+            "response_redactions",
+            [
+                "response_redactions[0].pattern uses a lookahead or lookbehind ((?=, (?!, (?<=, (?<!), which aiproxy "
+                "does not run: patterns are matched with RE2, in time linear in the text, so that no pattern can "
+                "stall a worker."
             ],
         ),
         (
