@@ -114,6 +114,10 @@ LITELLM_BASE_URL = env.str("LITELLM_BASE_URL", default="http://127.0.0.1:4000").
 LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
 # Upstream response headers about the upstream itself (x-litellm-*, llm_provider-*) are dropped, except these.
 UPSTREAM_RELAY_HEADERS = frozenset(name.lower() for name in env.list("UPSTREAM_RELAY_HEADERS", default=[]))
+# What an upstream may make a worker hold: one SSE event (an over-size stream ends with an error event),
+# and a JSON answer to rewrite (a larger one is relayed unchanged, unredacted, and flagged in its record).
+STREAM_EVENT_MAX_BYTES = env.int("STREAM_EVENT_MAX_BYTES", default=1024 * 1024)
+JSON_REWRITE_MAX_BYTES = env.int("JSON_REWRITE_MAX_BYTES", default=16 * 1024 * 1024)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Streams can be silent for a long time while a model thinks.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)

@@ -243,7 +243,7 @@ def _bodies(exchange: Exchange, capture: str) -> dict[str, Any]:
         "request_body": request,
         "forwarded_body": forwarded,
         "response_body": response,
-        "bodies_truncated": request_cut or forwarded_cut or response_cut,
+        "bodies_truncated": request_cut or forwarded_cut or response_cut or exchange.response_truncated,
     }
 
 

@@ -81,6 +81,15 @@ def upstream_cut() -> ProxyError:
     )
 
 
+def upstream_bad_response(detail: str) -> ProxyError:
+    return ProxyError(
+        status=502,
+        message=f"The upstream model server sent an answer aiproxy cannot relay: {detail}.",
+        type="upstream_error",
+        code="upstream_bad_response",
+    )
+
+
 def service_unavailable(what: str = "API keys") -> ProxyError:
     return ProxyError(
         status=503,

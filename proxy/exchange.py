@@ -37,6 +37,7 @@ class Exchange:
     upstream_status: int | None = None
     response_body: dict | bytes | None = None
     response_content_type: str = ""
+    response_truncated: bool = False  # the response was too large to keep whole for the record
     # The id of the object the upstream stored for this request (a Responses API response): the key owns it.
     stored_id: str | None = None
     error: ProxyError | None = None

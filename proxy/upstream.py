@@ -85,9 +85,25 @@ class UpstreamResponse:
         self._response = response
         self.status_code: int = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
+        self.read_so_far = b""
 
     async def aread(self) -> bytes:
         return await self._response.read()
+
+    async def aread_at_most(self, limit: int) -> bytes | None:
+        """The whole body, or None once it passes `limit` (what was read is then in read_so_far)."""
+        declared = self._response.content_length
+        chunks, size = [], 0
+        if declared is None or declared <= limit:
+            async for chunk in self._response.content.iter_chunked(CHUNK_BYTES):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+            else:
+                return b"".join(chunks)
+        self.read_so_far = b"".join(chunks)
+        return None
 
     def aiter_raw(self):
         return self._response.content.iter_chunked(CHUNK_BYTES)

@@ -29,6 +29,7 @@ from proxy.errors import (
     invalid_request,
     json_response,
     not_found,
+    upstream_bad_response,
 )
 from proxy.exchange import Exchange, Outcome
 from proxy.inbound import (
@@ -316,6 +317,9 @@ async def forward(request, exchange: Exchange, path: str, body: bytes | None) ->
         body=body if body else None,
     )
     exchange.mark_upstream_headers(response.status_code)
+    if not 100 <= response.status_code <= 599:
+        await response.aclose()
+        raise upstream_bad_response(f"HTTP status {response.status_code}")
     return response
 
 
@@ -331,8 +335,11 @@ async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: ups
         response = StreamingHttpResponse(relay, status=exchange.status)
     elif content_type.startswith("application/json"):
         content = await read_json_response(exchange, endpoint, upstream_response, rewrite)
-        response = HttpResponse(content, status=exchange.status)
-        exchange.finish()
+        if isinstance(content, BinaryRelay):
+            response = StreamingHttpResponse(content, status=exchange.status)
+        else:
+            response = HttpResponse(content, status=exchange.status)
+            exchange.finish()
     else:
         response = StreamingHttpResponse(BinaryRelay(upstream_response, exchange), status=exchange.status)
     for name, value in upstream.response_headers(upstream_response):
@@ -345,12 +352,16 @@ async def read_json_response(
     exchange: Exchange, endpoint: Endpoint, upstream_response: upstream.UpstreamResponse, rewrite
 ):
     try:
-        content = await upstream_response.aread()
+        content = await upstream_response.aread_at_most(settings.JSON_REWRITE_MAX_BYTES)
     except upstream.UPSTREAM_ERRORS as exc:
-        raise upstream.upstream_error(exc) from exc
-    finally:
         await upstream_response.aclose()
+        raise upstream.upstream_error(exc) from exc
     exchange.mark_first_byte()
+    if content is None:
+        # Too large to parse and rewrite within bounded memory: relayed as it is, and flagged.
+        exchange.response_truncated = True
+        return BinaryRelay(upstream_response, exchange, prefix=upstream_response.read_so_far)
+    await upstream_response.aclose()
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:

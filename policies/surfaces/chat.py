@@ -101,7 +101,7 @@ class Chat(Surface):
         return {"index": index, "delta": {"content": text}, "finish_reason": None}
 
     def assembler(self) -> ChatAssembler:
-        return ChatAssembler()
+        return ChatAssembler(is_chat=self._text_key == "content")
 
 
 class Completions(Chat):
@@ -145,7 +145,8 @@ class Completions(Chat):
 class ChatAssembler:
     """Rebuilds a whole chat.completion / text_completion from its chunks."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, is_chat: bool = True) -> None:
+        self.is_chat = is_chat
         self.meta: dict = {}
         self.choices: dict[int, dict] = {}
         self.usage: dict | None = None
@@ -156,44 +157,52 @@ class ChatAssembler:
         return None
 
     def add(self, chunk: dict) -> None:
+        # Upstream output is untrusted: each part is taken only in the shape the API defines.
         if "error" in chunk:
             self.error = chunk["error"]
             return
         if not self.meta:
             self.meta = {k: chunk[k] for k in ("id", "model", "created", "system_fingerprint") if k in chunk}
-            self.meta["object"] = chunk.get("object", "")
-        if chunk.get("usage"):
+            self.meta["object"] = chunk.get("object") if isinstance(chunk.get("object"), str) else ""
+        if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            self._add_choice(choice)
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and isinstance(choice.get("index", 0), int):
+                self._add_choice(choice)
 
     def _add_choice(self, delta_choice: dict) -> None:
         choice = self.choices.setdefault(delta_choice.get("index", 0), {"content": [], "tool_calls": {}})
-        if delta_choice.get("finish_reason"):
+        if isinstance(delta_choice.get("finish_reason"), str):
             choice["finish_reason"] = delta_choice["finish_reason"]
-        if "text" in delta_choice:  # completions
-            choice["content"].append(delta_choice["text"] or "")
-        delta = delta_choice.get("delta") or {}
-        if delta.get("role"):
+        if isinstance(delta_choice.get("text"), str):  # completions
+            choice["content"].append(delta_choice["text"])
+        delta = delta_choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        if isinstance(delta.get("role"), str):
             choice["role"] = delta["role"]
-        if delta.get("content"):
+        if isinstance(delta.get("content"), str):
             choice["content"].append(delta["content"])
-        for call in delta.get("tool_calls") or ():
-            self._add_tool_call(choice["tool_calls"], call)
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict) and isinstance(call.get("index", 0), int):
+                self._add_tool_call(choice["tool_calls"], call)
 
     @staticmethod
     def _add_tool_call(calls: dict, delta: dict) -> None:
         call = calls.setdefault(
             delta.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
         )
-        if delta.get("id"):
+        if isinstance(delta.get("id"), str):
             call["id"] = delta["id"]
-        function = delta.get("function") or {}
-        call["function"]["name"] += function.get("name") or ""
-        call["function"]["arguments"] += function.get("arguments") or ""
+        function = delta.get("function") if isinstance(delta.get("function"), dict) else {}
+        for field in ("name", "arguments"):
+            if isinstance(function.get(field), str):
+                call["function"][field] += function[field]
 
     def result(self) -> dict:
-        is_chat = self.meta.get("object", "").startswith("chat")
+        is_chat = self.is_chat
         choices = [self._choice(index, choice, is_chat) for index, choice in sorted(self.choices.items())]
         body = {**self.meta, "object": "chat.completion" if is_chat else "text_completion", "choices": choices}
         if self.usage:
