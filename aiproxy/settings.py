@@ -26,6 +26,11 @@ API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=SECRET_KEY)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind TLS (README, "Serving in production"): cookies only over HTTPS, and the proxy's word for the scheme.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")  # e.g. "HTTP_X_FORWARDED_PROTO,https"
+SECURE_PROXY_SSL_HEADER = tuple(_ssl_header.split(",", 1)) if "," in _ssl_header else None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -118,6 +123,12 @@ UPSTREAM_RELAY_HEADERS = frozenset(name.lower() for name in env.list("UPSTREAM_R
 # and a JSON answer to rewrite (a larger one is relayed unchanged, unredacted, and flagged in its record).
 STREAM_EVENT_MAX_BYTES = env.int("STREAM_EVENT_MAX_BYTES", default=1024 * 1024)
 JSON_REWRITE_MAX_BYTES = env.int("JSON_REWRITE_MAX_BYTES", default=16 * 1024 * 1024)
+# Client request headers forwarded upstream besides the built-in allowlist: names, or prefixes ending in "*".
+_forward = [name.lower() for name in env.list("UPSTREAM_FORWARD_HEADERS", default=[])]
+UPSTREAM_FORWARD_HEADERS = (
+    frozenset(n for n in _forward if not n.endswith("*")),
+    tuple(n[:-1] for n in _forward if n.endswith("*")),
+)
 UPSTREAM_CONNECT_TIMEOUT = env.float("UPSTREAM_CONNECT_TIMEOUT", default=5.0)
 # Streams can be silent for a long time while a model thinks.
 UPSTREAM_READ_TIMEOUT = env.float("UPSTREAM_READ_TIMEOUT", default=600.0)
@@ -138,6 +149,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 CONFIG_POLL_INTERVAL = env.float("CONFIG_POLL_INTERVAL", default=1.0)
 # Upper bound on how long a cached key or policy is trusted without a check.
 CONFIG_CACHE_MAX_AGE = env.float("CONFIG_CACHE_MAX_AGE", default=30.0)
+# Keys (known and unknown) a worker remembers: bounded, so that a flood of made-up keys costs no memory.
+CONFIG_CACHE_MAX_KEYS = env.int("CONFIG_CACHE_MAX_KEYS", default=10_000)
 ENABLE_REQUEST_MODIFICATION = env.bool("ENABLE_REQUEST_MODIFICATION", default=True)
 ENABLE_RESPONSE_MODIFICATION = env.bool("ENABLE_RESPONSE_MODIFICATION", default=True)
 

@@ -85,6 +85,9 @@ class ConfigCache:
         self._stamp_checked_at = float("-inf")
         self._last_used: dict[int, datetime] = {}
         self._poller_running = False
+        # Set when the database failed to answer, cleared by the next change check that succeeds (the
+        # poller's, once a second): meanwhile requests never wait on it (a pool timeout each, otherwise).
+        self.database_down = False
 
     def clear(self) -> None:
         self._keys.clear()
@@ -111,22 +114,38 @@ class ConfigCache:
         return context
 
     async def _load(self, digest: str, *, stale: tuple | None) -> tuple[KeyContext | None, float]:
+        if self.database_down:
+            # Availability over freshness while the database is away: a key known a minute ago still works,
+            # at once; a key never seen is refused at once.
+            if stale is None:
+                raise DatabaseError("the database is unavailable (found by an earlier check)")
+            return stale
         try:
             # Off the shared sync thread: a slow database must not queue every other sync call behind it.
             loaded = (await sync_to_async(_load_key, thread_sensitive=False)(digest), time.monotonic())
         except DatabaseError:
+            self.database_down = True
             if stale is None:
                 raise
-            # Availability over freshness while the database is away: a key known a minute ago still works.
-            logger.warning("database unavailable; serving a cached API key past its refresh time")
+            logger.warning("database unavailable; serving cached API keys until it answers again")
             return stale
+        # Re-inserted at the end: the oldest entries go first once the cache is full (unknown keys included,
+        # which a client can send by the thousand).
+        self._keys.pop(digest, None)
         self._keys[digest] = loaded
+        while len(self._keys) > settings.CONFIG_CACHE_MAX_KEYS:
+            del self._keys[next(iter(self._keys))]
         return loaded
 
     async def check_for_changes(self) -> None:
         # Marked before the query so that an unreachable database is not retried by every request.
         self._stamp_checked_at = time.monotonic()
-        stamp = await sync_to_async(_change_stamp, thread_sensitive=False)()
+        try:
+            stamp = await sync_to_async(_change_stamp, thread_sensitive=False)()
+        except DatabaseError:
+            self.database_down = True
+            raise
+        self.database_down = False
         if stamp != self._stamp:
             self._keys.clear()
             self._stamp = stamp

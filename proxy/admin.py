@@ -8,6 +8,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Max, Min, Q, QuerySet
+from django.http import HttpResponseBadRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -120,6 +121,8 @@ class PolicyFilter(AuditListFilter):
         return list(Policy.objects.order_by("name").values_list("id", "name"))
 
     def filter(self, queryset: QuerySet, value: str) -> QuerySet:
+        # An int when the admin counts facets ("Show counts"), a string from the query otherwise.
+        value = str(value)
         return queryset.filter(policy_id=int(value)) if value.isdigit() else queryset.none()
 
 
@@ -160,6 +163,12 @@ def pretty_json(value) -> str:
 
 @admin.register(AuditRecord)
 class AuditRecordAdmin(admin.ModelAdmin):
+    def changelist_view(self, request, extra_context=None):
+        # PostgreSQL text cannot hold NUL: a filter value with one could match nothing, and would fail the query.
+        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+            return HttpResponseBadRequest("A filter value must not contain a NUL character.")
+        return super().changelist_view(request, extra_context)
+
     list_display = (
         "created_at",
         "request_id",

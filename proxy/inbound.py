@@ -121,6 +121,10 @@ def multipart_model(request) -> str | None:
             status=415,
         )
     try:
-        return request.POST.get("model")
+        model, files = request.POST.get("model"), request.FILES
     except Exception as exc:  # Django raises several parser errors for a broken upload
         raise invalid_request("The multipart body could not be parsed.", code="invalid_multipart") from exc
+    if "model" in files:
+        # Sent as a file part, the model would pass unseen by the model check: refused.
+        raise invalid_request("'model' must be a form field, not a file.", code="invalid_type", param="model")
+    return model

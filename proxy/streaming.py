@@ -12,7 +12,7 @@ from policies.streams import StreamRewriter
 from policies.surfaces import Surface
 from proxy.errors import upstream_bad_response, upstream_cut, upstream_timeout
 from proxy.exchange import Exchange, Outcome
-from proxy.upstream import UPSTREAM_ERRORS, UpstreamResponse, is_timeout
+from proxy.upstream import UPSTREAM_ERRORS, UpstreamResponse, is_timeout, without_upstream_key
 
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 DONE = b"[DONE]"
@@ -107,7 +107,7 @@ class SseRelay:
             if complete:
                 out = b"".join(self._event(event) for event in complete)
                 if out:
-                    yield out
+                    yield without_upstream_key(out)
         if pending.strip():
             yield self._event(bytes(pending))
 

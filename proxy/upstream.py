@@ -114,14 +114,29 @@ class UpstreamResponse:
         await self._response.wait_for_close()
 
 
+# What a client may tell the upstream, by surface: the rest (credentials in any header, X-Forwarded-For and
+# friends, x-litellm-* controls, Content-Encoding) stays here. UPSTREAM_FORWARD_HEADERS adds names.
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {
+        "accept",
+        "user-agent",
+        "idempotency-key",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "anthropic-version",
+        "anthropic-beta",
+    }
+)
+
+
 def request_headers(incoming, *, request_id: str, content_type: str | None) -> dict[str, str]:
-    """The headers to send upstream, from the client's (any case) less credentials and hop-by-hop ones."""
-    # Headers the client's Connection header names are hop-by-hop too (RFC 9110 §7.6.1).
-    nominated = {token.strip().lower() for token in incoming.get("connection", "").split(",")}
+    """The headers to send upstream: an allowlist of the client's, then ours (type, encoding, id, key)."""
+    extra, extra_prefixes = settings.UPSTREAM_FORWARD_HEADERS
     headers = {}
     for name, value in incoming.items():
         name = name.lower()
-        if name not in HOP_BY_HOP and name not in CLIENT_ONLY and name not in nominated and name != "content-type":
+        if name in FORWARDED_REQUEST_HEADERS or name in extra or (extra_prefixes and name.startswith(extra_prefixes)):
             headers[name] = value
     if content_type:
         headers["content-type"] = content_type
@@ -133,6 +148,26 @@ def request_headers(incoming, *, request_id: str, content_type: str | None) -> d
     return headers
 
 
+# Query parameters that carry a credential (`?api_key=aip-…` would otherwise reach the upstream and its logs).
+CREDENTIAL_PARAMS = frozenset(
+    {"api_key", "api-key", "apikey", "key", "access_token", "token", "auth", "authorization", "x-api-key"}
+)
+
+
+def forwarded_query(query: bytes) -> bytes:
+    """The client's query string without credential parameters (the common case, none, costs one scan)."""
+    if not query:
+        return query
+    kept = [
+        p for p in query.split(b"&") if unquote(p.split(b"=", 1)[0].decode("latin-1")).lower() not in CREDENTIAL_PARAMS
+    ]
+    return b"&".join(kept)
+
+
+# Headers aiproxy decides itself: its own security and CORS policy, never the upstream's.
+AIPROXY_DECIDES = frozenset(
+    {"content-security-policy", "strict-transport-security", "content-disposition", "x-frame-options"}
+)
 # LiteLLM's headers about itself (a model's api_base and id, the key's spend) and the raw headers of the
 # provider behind it: internals of the upstream, kept from clients unless UPSTREAM_RELAY_HEADERS names them.
 INTERNAL_PREFIXES = ("x-litellm-", "llm_provider-")
@@ -143,7 +178,9 @@ def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
     headers = []
     for name, value in upstream.headers.items():
         name = name.lower()
-        if name in HOP_BY_HOP or name in UPSTREAM_ONLY:
+        if name in HOP_BY_HOP or name in UPSTREAM_ONLY or name in AIPROXY_DECIDES:
+            continue
+        if name.startswith("access-control-"):
             continue
         if name.startswith(INTERNAL_PREFIXES) and name not in relayed:
             continue
@@ -151,6 +188,14 @@ def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
             value = _location(value)
         headers.append((name, value))
     return headers
+
+
+def without_upstream_key(content: bytes) -> bytes:
+    """What goes to a client never quotes the upstream's key back (a careless upstream's error might)."""
+    key = settings.LITELLM_API_KEY
+    if key and len(key) >= 8 and key.encode() in content:
+        return content.replace(key.encode(), b"[redacted]")
+    return content
 
 
 def _location(value: str) -> str:
@@ -170,6 +215,7 @@ async def send(
 ) -> UpstreamResponse:
     """Send a request upstream; the response body is left open for the caller to read or stream."""
     url = settings.LITELLM_BASE_URL + path
+    query = forwarded_query(query)
     if query:
         url += "?" + query.decode("latin-1")
     try:

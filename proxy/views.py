@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 POLICY_HEADER = "X-Aiproxy-Policy"
 POLICY_VERSION_HEADER = "X-Aiproxy-Policy-Version"
+# How long /ready waits for each of the database and the upstream before it calls it unavailable.
+READY_CHECK_SECONDS = 2.0
 
 
 def proxy_view(endpoint: Endpoint | None = None):
@@ -182,6 +184,7 @@ async def passthrough(request, exchange: Exchange) -> HttpResponse:
     return await relay_steps(request, exchange, OTHER, path)
 
 
+@csrf_exempt  # a POST here is answered with JSON, never Django's HTML CSRF page
 async def unknown_path(request, path: str = "") -> HttpResponse:
     """JSON 404 for any unknown path; '/admin' style paths get their trailing slash."""
     if not request.path.endswith("/"):
@@ -204,11 +207,12 @@ async def ready(request) -> HttpResponse:
     """Ready when the database answers and the upstream is reachable; 503 says which is not."""
     problems = {}
     try:
-        await sync_to_async(_database_ping)()
+        # Off the shared sync thread and bounded: an unreachable database must not hold /ready (or anyone else).
+        await asyncio.wait_for(sync_to_async(_database_ping, thread_sensitive=False)(), READY_CHECK_SECONDS)
     except Exception as exc:
         problems["database"] = type(exc).__name__
     try:
-        await upstream.ping("/health/liveliness", seconds=2.0)
+        await upstream.ping("/health/liveliness", seconds=READY_CHECK_SECONDS)
     except Exception as exc:
         problems["upstream"] = type(exc).__name__
     audit = audit_writer.status()
@@ -338,7 +342,7 @@ async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: ups
         if isinstance(content, BinaryRelay):
             response = StreamingHttpResponse(content, status=exchange.status)
         else:
-            response = HttpResponse(content, status=exchange.status)
+            response = HttpResponse(upstream.without_upstream_key(content), status=exchange.status)
             exchange.finish()
     else:
         response = StreamingHttpResponse(BinaryRelay(upstream_response, exchange), status=exchange.status)

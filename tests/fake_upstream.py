@@ -24,6 +24,8 @@ Control headers (sent by the client, forwarded by the proxy under test):
                                 ``tool_use`` block (stop_reason ``tool_use``), after the text
 * ``x-fake-linger: 0.3``     -> on streamed responses, keep the body open that long
                                 after the last event before ending it
+* ``x-fake-echo-key: 1``     -> with x-fake-status, the error quotes the Authorization it got
+* ``x-fake-security-headers: 1`` -> adds CSP, HSTS, CORS and Content-Disposition headers
 * ``x-fake-redirect: /path`` -> 307, empty body, ``location`` = the fake's own
                                 ``http://host:port`` + that path
 
@@ -94,6 +96,16 @@ BASE_HEADERS = [
     (b"x-ratelimit-remaining-requests", b"99"),
     (b"openai-processing-ms", b"7"),
     (b"connection", b"keep-alive"),
+]
+
+
+# Sent with x-fake-security-headers: the upstream's own security and CORS policy, which a gateway must not relay.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'"),
+    (b"strict-transport-security", b"max-age=63072000"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-credentials", b"true"),
+    (b"content-disposition", b"attachment; filename=answer.json"),
 ]
 
 
@@ -756,11 +768,16 @@ class FakeUpstreamApp:
             reply = Reply(status=307, extra_headers=[(b"location", location)])
         elif ctl.status is not None and _normalize(request.path).startswith("/messages"):
             reply = anthropic_error_reply(ctl.status)
+        elif ctl.status is not None and "x-fake-echo-key" in request.headers:
+            # A careless upstream that quotes the credential it was sent back in its error.
+            reply = error_reply(ctl.status, f"Incorrect API key: {request.headers.get('authorization', '')}")
         elif ctl.status is not None:
             reply = error_reply(ctl.status)
         else:
             _responses_store.set(self.responses)
             reply = find_handler(request.method, request.path)(request, ctl)
+        if "x-fake-security-headers" in request.headers:
+            reply.extra_headers += SECURITY_HEADERS
         await _send_reply(send, receive, reply, ctl)
 
     # -- request log --------------------------------------------------------

@@ -5,6 +5,8 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# The fake and hostile upstreams are steered by request headers, which aiproxy forwards only when told.
+os.environ.setdefault("UPSTREAM_FORWARD_HEADERS", "x-fake-*,x-hostile*,x-secret-probe")
 # A fresh spool per run (records of an earlier, interrupted run must not replay into this one),
 # unless a test's own aiproxy process was given one.
 if "AUDIT_SPOOL_DIR" not in os.environ:

@@ -82,3 +82,17 @@ def test_warm_key_lookup_costs_no_query(live, alice_key, django_assert_num_queri
     # Within the poll interval, a cached key needs no database round trip at all.
     with django_assert_num_queries(0):
         async_to_sync(config_cache.authenticate)(alice_key)
+
+
+def test_a_flood_of_unknown_keys_costs_bounded_memory(live, settings):
+    from policies.cache import config_cache
+
+    settings.CONFIG_CACHE_MAX_KEYS = 50
+
+    with httpx.Client(timeout=10) as client:
+        for i in range(200):
+            client.post(
+                live.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer aip-made-up-{i}"}
+            )
+
+    assert len(config_cache._keys) <= 50

@@ -116,3 +116,25 @@ def test_cors_preflight_from_an_allowed_origin(live, settings):
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "authorization" in response.headers["access-control-allow-headers"]
+
+
+def test_a_post_to_an_unknown_path_outside_v1_is_json_not_a_csrf_page(live):
+    response = httpx.post(live.url + "/nowhere", data={"a": "b"}, timeout=10)
+
+    assert_openai_error(response, 404, "not_found")
+
+
+def test_a_model_sent_as_a_file_part_is_refused(make_key, live, fake_upstream):
+    from policies.models import Policy
+
+    key = make_key("app", policy=Policy.objects.create(name="p", allowed_models=["whisper-1"]))
+
+    response = httpx.post(
+        live.url + "/v1/audio/transcriptions",
+        files={"file": ("a.wav", b"RIFF....", "audio/wav"), "model": ("m.txt", b"gpt-4o-transcribe", "text/plain")},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+    assert_openai_error(response, 400, "invalid_type")
+    assert fake_upstream.requests == []

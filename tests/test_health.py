@@ -32,3 +32,17 @@ def test_not_ready_names_the_unreachable_upstream(live, settings):
     assert response.status_code == 503
     assert "upstream" in response.json()["problems"]
     assert "database" not in response.json()["problems"]
+
+
+def test_ready_answers_within_its_own_timeout_while_the_database_hangs(live, monkeypatch):
+    import time
+
+    from proxy import views
+
+    monkeypatch.setattr(views, "_database_ping", lambda: time.sleep(8))
+
+    # The client gives up well before the hung database would answer: /ready must not wait for it.
+    response = httpx.get(live.url + "/ready", timeout=6)
+
+    assert response.status_code == 503
+    assert response.json()["problems"]["database"] == "TimeoutError"

@@ -105,3 +105,23 @@ def test_demo_setup_prints_a_snippet_that_works_as_printed(live):
     assert "exists (keys are shown only once)" in again.getvalue()
     assert "password: " not in again.getvalue()
     assert ApiKey.objects.count() == 1
+
+
+def test_the_snippet_can_be_pasted_into_an_interactive_python():
+    """Pasted line by line, as into `python`: a block must end with a blank line before the next statement."""
+    import code
+
+    errors = []
+
+    class Console(code.InteractiveConsole):
+        def runcode(self, compiled):  # compile only: nothing is sent anywhere
+            pass
+
+        def showsyntaxerror(self, filename=None, **kwargs):
+            errors.append(filename)
+
+    console = Console()
+    for line in SNIPPET.format(base_url="http://127.0.0.1:8000", key="aip-...").splitlines():
+        console.push(line)
+
+    assert errors == []

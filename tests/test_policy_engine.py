@@ -983,3 +983,26 @@ def test_a_policy_with_everything_off_does_nothing_to_a_request():
     assert result.body == body
     assert result.body["messages"] is body["messages"]  # nothing copied that did not change
     assert result.modifications == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "user", "name": "TOPSECRET", "content": "Hi"},
+        {"role": "tool", "tool_call_id": "c1", "content": "TOPSECRET"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"q": "TOPSECRET"}'}}
+            ],
+        },
+    ],
+    ids=["participant-name", "tool-result", "tool-call-arguments"],
+)
+def test_blocked_patterns_see_every_text_the_model_reads(message):
+    content = {"blocked_patterns": [{"name": "secret", "pattern": "TOPSECRET"}]}
+
+    with pytest.raises(PolicyRejection) as caught:
+        plan(content, CHAT, {"model": "gpt-4o", "messages": [message]})
+
+    assert caught.value.code == "content_policy_violation"

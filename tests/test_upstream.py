@@ -160,3 +160,53 @@ def test_other_known_endpoints(live, alice_key, fake_upstream, path, body):
 
     assert response.status_code == 200
     assert fake_upstream.last_request.path.startswith("/v1/")
+
+
+def test_only_allowlisted_request_headers_reach_the_upstream(live, alice_key, fake_upstream):
+    chat(
+        live,
+        alice_key,
+        headers={
+            "x-litellm-api-key": "sk-stolen",
+            "X-Forwarded-For": "10.0.0.1",
+            "X-Real-IP": "10.0.0.2",
+            "Forwarded": "for=10.0.0.3",
+            "Content-Encoding": "gzip-ish",
+            "X-Custom": "1",
+            "OpenAI-Organization": "org-1",
+            "Idempotency-Key": "idem-1",
+        },
+    )
+
+    sent = fake_upstream.last_request.headers
+    for name in ("x-litellm-api-key", "x-forwarded-for", "x-real-ip", "forwarded", "content-encoding", "x-custom"):
+        assert name not in sent
+    assert (sent["openai-organization"], sent["idempotency-key"]) == ("org-1", "idem-1")
+
+
+def test_credentials_in_the_query_string_never_reach_the_upstream(live, alice_key, fake_upstream):
+    httpx.post(
+        live.url + f"/v1/chat/completions?api_key={alice_key}&key=x&Token=y&keep=1",
+        json=CHAT,
+        headers={"Authorization": f"Bearer {alice_key}"},
+        timeout=10,
+    )
+
+    assert fake_upstream.last_request.query == "keep=1"
+
+
+def test_aiproxy_decides_its_own_security_and_cors_headers(live, alice_key):
+    response = chat(live, alice_key, headers={"x-fake-security-headers": "1"})
+
+    for name in ("content-security-policy", "strict-transport-security", "access-control-allow-origin"):
+        assert name not in response.headers
+    assert "content-disposition" not in response.headers
+
+
+def test_the_upstream_key_never_reaches_the_client(live, alice_key, settings):
+    settings.LITELLM_API_KEY = "sk-upstream-master-key-123"
+
+    response = chat(live, alice_key, headers={"x-fake-status": "401", "x-fake-echo-key": "1"})
+
+    assert "Bearer sk-upstream-master" not in response.text
+    assert "Bearer [redacted]" in response.text

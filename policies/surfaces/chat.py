@@ -22,6 +22,8 @@ class Chat(Surface):
                 continue
             for text in part_texts(message.get("content")):
                 yield "messages", text
+            if isinstance(message.get("name"), str):  # the model reads a participant's name too
+                yield "messages", message["name"]
             calls = message.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 function = call.get("function") if isinstance(call, dict) else None

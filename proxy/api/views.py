@@ -11,6 +11,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView, RetrieveAPIView
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
@@ -171,7 +172,10 @@ class AuditUsageApi(AuditApi):
             raise translate_validation(filterset.errors)
         cleaned = filterset.form.cleaned_data
         until = cleaned["created_before"] or timezone.now()
-        since = cleaned["created_after"] or until - USAGE_DEFAULT_RANGE
+        try:
+            since = cleaned["created_after"] or until - USAGE_DEFAULT_RANGE
+        except OverflowError:
+            raise ValidationError({"created_before": ["Too early: give created_after as well."]}) from None
         bucket = cleaned["bucket"] or "day"
         rows = audit_usage_list(queryset=filterset.qs, since=since, until=until, bucket=bucket)
         report = {"created_after": since, "created_before": until, "bucket": bucket, "results": rows}

@@ -24,6 +24,7 @@ print(reply.choices[0].message.content)
 for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
     if chunk.choices:
         print(chunk.choices[0].delta.content or "", end="", flush=True)
+
 print()
 
 embedding = client.embeddings.create(model="text-embedding-3-small", input="Hello").data[0].embedding
