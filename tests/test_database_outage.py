@@ -1,6 +1,5 @@
 """A database outage costs known keys nothing: they are served from memory without asking the database again."""
 
-
 import pytest
 from django.db import DatabaseError
 
