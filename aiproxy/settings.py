@@ -121,6 +121,9 @@ LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
 UPSTREAM_RELAY_HEADERS = frozenset(name.lower() for name in env.list("UPSTREAM_RELAY_HEADERS", default=[]))
 # What an upstream may make a worker hold: one SSE event (an over-size stream ends with an error event),
 # and a JSON answer to rewrite (a larger one is relayed unchanged, unredacted, and flagged in its record).
+# Characters a stream may hold back while a redaction's match may still be in progress; past it the
+# held text is sent as the replacement and the rest of that answer part withheld (fail closed).
+STREAM_REDACTION_HOLD_MAX = env.int("STREAM_REDACTION_HOLD_MAX", default=8192)
 STREAM_EVENT_MAX_BYTES = env.int("STREAM_EVENT_MAX_BYTES", default=1024 * 1024)
 JSON_REWRITE_MAX_BYTES = env.int("JSON_REWRITE_MAX_BYTES", default=16 * 1024 * 1024)
 # Client request headers forwarded upstream besides the built-in allowlist: names, or prefixes ending in "*".

@@ -53,6 +53,8 @@ class PrefixMatcher:
         if first >= len(text):
             return None
         walk = _Walk(text)
+        # Linear in the text walked, with room for a pattern's branches at each position.
+        walk.budget = max(_WALK_BUDGET, 16 * (len(text) - first))
         # Each state maps a position in text to the earliest start that reaches it: two
         # paths at the same point of the pattern and the text have the same future.
         try:

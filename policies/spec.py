@@ -41,8 +41,12 @@ USER_FIELD_MODES = ("leave", "key_name", "client_ip")
 AUDIT_CAPTURE_MODES = ("full", "metadata")
 DEFAULT_REPLACEMENT = "[redacted]"
 
-# A stream never holds back more than this many characters per choice, whatever the patterns.
+# Held text is analysed every event while it is shorter than this; a pattern that cannot be analysed
+# (RE2-only syntax) holds this window.
 STREAM_HOLD_LIMIT = 256
+# A stream holds at most this many characters of one possible match; past it, it fails closed
+# (settings.STREAM_REDACTION_HOLD_MAX in the proxy).
+STREAM_HOLD_MAX = 8192
 
 
 def _empty_mapping() -> Mapping[str, Any]:

@@ -396,7 +396,7 @@ def response_context(exchange: Exchange) -> engine.ResponseContext:
 def stream_rewriter(exchange: Exchange, endpoint: Endpoint) -> StreamRewriter | None:
     spec = exchange.key.policy
     if settings.ENABLE_RESPONSE_MODIFICATION and stream_needs_rewrite(spec, endpoint.surface):
-        return StreamRewriter(spec, endpoint.surface)
+        return StreamRewriter(spec, endpoint.surface, hold_max=settings.STREAM_REDACTION_HOLD_MAX)
     return None
 
 

@@ -828,16 +828,44 @@ def test_each_choice_has_its_own_buffer():
     assert rewriter.flush() == []
 
 
-def test_held_text_stays_bounded_on_long_streams():
+def test_a_long_possible_match_is_held_whole_not_leaked():
     spec = make_spec(response_redactions=[{"pattern": r"(?i)[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}"}])
     rewriter = StreamRewriter(spec, CHAT)
     sent = []
-    # One endless "word": every suffix could still be the start of an e-mail address.
+    # One long "word": every part of it could still be the start of an e-mail address.
     for _ in range(200):
         sent += chat_texts(rewriter.on_event(chat_chunk("abcdefghij")))
-    held = 2000 - len("".join(sent))
-    assert 0 < held <= STREAM_HOLD_LIMIT
-    assert "".join(sent) + "".join(chat_texts(rewriter.flush())) == "abcdefghij" * 200
+    assert "".join(sent) == ""
+    assert chat_texts(rewriter.flush()) == ["abcdefghij" * 200]
+
+
+PEM = "-----BEGIN PRIVATE KEY-----\n" + "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n" * 40 + "-----END PRIVATE KEY-----"
+PEM_REDACTION = [{"pattern": r"-----BEGIN [A-Z ]+-----[\s\S]*?-----END [A-Z ]+-----", "replacement": "[key]"}]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64])
+def test_a_stream_never_shows_what_the_json_answer_redacts_however_long_the_match(piece):
+    spec = make_spec(response_redactions=PEM_REDACTION)
+    text = f"here: {PEM} done"
+    pieces = [text[i : i + piece] for i in range(0, len(text), piece)]
+
+    out, flushed = run_stream(spec, CHAT, [chat_chunk(p) for p in pieces] + [chat_chunk("", finish="stop")])
+
+    streamed = "".join(chat_texts(out) + chat_texts(flushed))
+    assert len(PEM) > STREAM_HOLD_LIMIT
+    assert streamed == redact_text(spec.response_redactions, text) == "here: [key] done"
+
+
+def test_a_hold_past_its_bound_fails_closed():
+    rewriter = StreamRewriter(make_spec(response_redactions=PEM_REDACTION), CHAT, hold_max=300)
+    events = [chat_chunk("intro -----BEGIN PRIVATE KEY-----")] + [chat_chunk("A" * 50) for _ in range(20)]
+    events.append(chat_chunk(" -----END PRIVATE KEY----- after", finish="stop"))
+
+    streamed = "".join(text for event in events for text in chat_texts(rewriter.on_event(event)))
+
+    assert streamed == "intro [key]"
+    assert "AAAA" not in streamed
+    assert rewriter.flush() == []
 
 
 def test_stream_holds_only_what_could_begin_a_match():
