@@ -93,8 +93,10 @@ class UpstreamResponse:
     async def aread_at_most(self, limit: int) -> bytes | None:
         """The whole body, or None once it passes `limit` (what was read is then in read_so_far)."""
         declared = self._response.content_length
+        if declared is not None and declared <= limit:
+            return await self._response.read()  # the common case, at read()'s cost
         chunks, size = [], 0
-        if declared is None or declared <= limit:
+        if declared is None:
             async for chunk in self._response.content.iter_chunked(CHUNK_BYTES):
                 chunks.append(chunk)
                 size += len(chunk)
