@@ -202,3 +202,20 @@ def test_a_stream_cut_before_message_stop_ends_with_an_anthropic_error_event(cli
     record = records_of("msg-cut-1", 1)["msg-cut-1"]
     assert record.outcome == "upstream_cut"
     assert record.response_body["content"][0]["text"] == "one "
+
+
+def test_a_plain_answer_with_a_tool_call_reaches_the_sdk_whole(client_for):
+    client = client_for()
+
+    message = client.messages.create(
+        model="claude-haiku",
+        max_tokens=50,
+        messages=HI,
+        tools=[WEATHER_TOOL],
+        extra_headers={"x-fake-tool-call": TOOL_CALL, "X-Request-ID": "msg-tool-1"},
+    )
+
+    tool = message.content[-1]
+    assert (tool.type, tool.name, tool.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    assert message.stop_reason == "tool_use"
+    assert records_of("msg-tool-1", 1)["msg-tool-1"].response_body["content"][-1]["input"] == {"city": "Paris"}

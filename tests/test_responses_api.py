@@ -217,3 +217,14 @@ def test_a_stream_cut_before_response_completed_ends_with_an_error_event(client_
     record = records_of("resp-cut-1", 1)["resp-cut-1"]
     assert record.outcome == "upstream_cut"
     assert record.response_body["output"][0]["content"][0]["text"] == "one "
+
+
+def test_a_plain_answer_with_a_function_call_reaches_the_sdk_whole(client_for):
+    client = client_for()
+
+    reply = client.responses.create(
+        model="gpt-4o", input="Weather in Paris?", tools=[WEATHER_TOOL], extra_headers={"x-fake-tool-call": TOOL_CALL}
+    )
+
+    call = reply.output[-1]
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", {"city": "Paris"})
