@@ -6,6 +6,7 @@ import contextlib
 from aiproxy import memory
 from policies.cache import config_cache
 from proxy import upstream
+from proxy.audit_journal import audit_journal
 from proxy.audit_writer import audit_writer
 
 _tasks: list[asyncio.Task] = []
@@ -29,6 +30,7 @@ async def shutdown() -> None:
         await config_cache.flush_last_used()
     try:
         await audit_writer.stop()
+        audit_journal.close()  # every request has finished: its begins are released, the files deleted
     finally:
         # Whatever the writer met on its way out, the upstream connections are closed, not leaked.
         await upstream.close()

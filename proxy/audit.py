@@ -17,7 +17,6 @@ from django.db import DatabaseError, DataError, IntegrityError, connection
 from psycopg.types.json import Jsonb
 
 from proxy.exchange import Exchange
-from proxy.ids import new_uuid
 from proxy.models import AuditRecord
 
 logger = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict
     capture = capture or (policy.audit_capture if policy else METADATA)
     error_type, error_code, error_message = _error_fields(exchange)
     return {
-        "record_id": str(new_uuid()),
+        "record_id": exchange.record_id,
         "request_id": exchange.request_id[:REQUEST_ID_MAX],
         "created_at": datetime.fromtimestamp(exchange.received_at, UTC),
         "api_key_id": key.key_id if key else None,
@@ -158,6 +157,21 @@ def _inserted_as_json(lines: list[bytes]) -> bool:
     except (DataError, IntegrityError):
         return False
     return True
+
+
+def insert_missing(lines: list[bytes], directory: Path) -> int:
+    """Inserts the lines whose record_id is not stored yet (the ORM's way: skips, never overwrites); how many."""
+    try:
+        rows, refused = _decoded(lines)
+        ids = [fields.get("record_id") for _, fields in rows]
+        stored = set(map(str, AuditRecord.objects.filter(record_id__in=ids).values_list("record_id", flat=True)))
+        missing = [(line, fields) for line, fields in rows if fields.get("record_id") not in stored]
+        refused += _bulk_created(missing)
+        _keep_refused(refused, directory / REJECTED_FILE)
+        return len(missing) - len(refused)
+    finally:
+        with contextlib.suppress(DatabaseError):
+            connection.close()
 
 
 def _as_is(payload: bytes) -> bytes:

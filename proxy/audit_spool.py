@@ -18,8 +18,6 @@ SEGMENT_MAX_BYTES = 8 * 1024 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
 # After a failed spool write, records go to memory only for this long before the disk is tried again.
 SPOOL_RETRY_SECONDS = 1.0
-SEGMENT_GLOB = "audit-*.jsonl"
-TEMPORARY_GLOB = ".audit-*.tmp"
 
 
 # --- the spool --------------------------------------------------------------------------
@@ -51,12 +49,13 @@ class Segment:
 class Spool:
     """This process's append-only spool files, and the ones it claimed from dead processes."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, kind: str = "audit") -> None:
         self.directory = Path(directory)
+        self.kind = kind  # "audit": finished records; "inflight": the begin journal (proxy/audit_journal.py)
         self.segments: list[Segment] = []  # oldest first; an unsealed last one takes the appends
         self.orphans: list[Segment] = []
         self.failing_until = 0.0
-        self._name = f"audit-{os.getpid()}-{secrets.token_hex(4)}"
+        self._name = f"{kind}-{os.getpid()}-{secrets.token_hex(4)}"
         self._sequence = 0
 
     def append(self, line: bytes) -> tuple[Segment, int] | None:
@@ -114,11 +113,13 @@ class Spool:
     def claim_orphans(self) -> list[Segment]:
         """Takes over the files no live process holds (their owner died); runs in the writer's thread."""
         claimed = []
-        for path in sorted(self.directory.glob(TEMPORARY_GLOB)):
+        if not self.directory.is_dir():
+            return claimed
+        for path in sorted(self.directory.glob(f".{self.kind}-*.tmp")):
             # Left by a process that died while creating a file: empty by construction.
             if (segment := _locked(path)) is not None:
                 segment.close(delete=True)
-        for path in sorted(self.directory.glob(SEGMENT_GLOB)):
+        for path in sorted(self.directory.glob(f"{self.kind}-*.jsonl")):
             if (segment := _locked(path)) is not None:
                 segment.records, segment.size = whole_lines(segment.fd)
                 segment.sealed = True

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from proxy.audit import METADATA, audit_line, audit_record_from, insert_lines, secret_needles
+from proxy.audit_journal import claim_dead_journals, write_interrupted
 from proxy.audit_spool import Segment, Spool, read_lines, spool_directory
 from proxy.exchange import Exchange
 
@@ -67,6 +68,7 @@ class AuditWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._stopping = False
         self._scanned_at = float("-inf")
+        self._journals: list[Segment] = []  # begin journals of dead workers, written after their records
 
     # --- the request path: called on the event loop, never blocks on the database, never raises
 
@@ -217,6 +219,14 @@ class AuditWriter:
             self._recovery, batch = await self._read(self._recovery, spool.orphans)
             if batch:
                 return batch
+        if self._journals:
+            # Every finished record of the dead workers is in by now: what has none was interrupted.
+            journals, self._journals = self._journals, []
+            try:
+                await self._in_thread(write_interrupted, journals, spool.directory)
+            except Exception:
+                self._journals = journals  # closed only once written: retried with the next batch
+                raise
         if self._queue:
             size = min(len(self._queue), settings.AUDIT_BATCH_SIZE)
             batch = [self._queue.popleft() for _ in range(size)]
@@ -231,6 +241,9 @@ class AuditWriter:
 
     async def _claim_orphans(self) -> None:
         self._scanned_at = time.monotonic()
+        # Journals first: a begin claimed before its dead worker's finished records were would be written
+        # while they are not yet in; claimed together, they are written once those are (_next_batch).
+        self._journals += await self._in_thread(claim_dead_journals, self._spool.directory)
         claimed = await self._in_thread(self._spool.claim_orphans)
         if not claimed:
             return

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from policies.cache import KeyContext
 from proxy.errors import ProxyError
+from proxy.ids import new_uuid
 from proxy.models import AuditRecord
 
 # One vocabulary for the exchange, the access log and the audit record's column.
@@ -23,6 +24,8 @@ class Exchange:
     endpoint: str
     client_ip: str | None
     user_agent: str
+    # Written by the begin journal and by the finished record alike: the one a replay must not duplicate.
+    record_id: str = field(default_factory=lambda: str(new_uuid()))
     started: float = field(default_factory=time.perf_counter)
     received_at: float = field(default_factory=time.time)
     key: KeyContext | None = None

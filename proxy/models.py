@@ -17,6 +17,7 @@ class AuditRecord(models.Model):
         UPSTREAM_CUT = "upstream_cut"
         CLIENT_DISCONNECTED = "client_disconnected"
         PROXY_ERROR = "proxy_error"  # aiproxy could not serve it (e.g. keys not checkable)
+        INTERRUPTED = "interrupted"  # the worker died mid-request: what was known when it went upstream
 
     id = models.BigAutoField(primary_key=True)
     # Written by the worker that served the request; makes replays from the spool idempotent.

@@ -19,6 +19,7 @@ from policies import engine
 from policies.cache import KeyContext
 from policies.streams import StreamRewriter, stream_needs_rewrite
 from proxy import ownership, upstream
+from proxy.audit_journal import audit_journal
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import MODELS, OTHER, RESPONSE_CANCEL, RESPONSE_INPUT_ITEMS, RESPONSE_OBJECT, Endpoint
 from proxy.errors import (
@@ -97,6 +98,8 @@ async def relay_steps(request, exchange: Exchange, endpoint: Endpoint, path: str
     forwarded = plan_request(request, exchange, endpoint, raw)
     for param, object_id in endpoint.surface.referenced_objects(exchange.request_body):
         await ownership.require_owner(exchange.key, object_id, param=param)
+    if settings.AUDIT_ENABLED:
+        audit_journal.begin(exchange)  # from here, even a killed worker leaves this request's record
     upstream_response = await forward(request, exchange, path, forwarded)
     return await respond(exchange, endpoint, upstream_response)
 

@@ -3,6 +3,7 @@
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -124,3 +125,38 @@ def test_sigterm_writes_pending_records_before_exit(aiproxy_env, start_aiproxy, 
     assert "Application shutdown complete" in aiproxy.log()
     assert stored_count(run) == 10
     assert spool_files(lazy) == []
+
+
+def test_requests_in_flight_on_a_killed_worker_are_recorded_as_interrupted(
+    relay, aiproxy_env, start_aiproxy, alice_key, fake_upstream
+):
+    run = uuid.uuid4().hex[:8]
+    in_flight = request_ids(run, "in-flight", 6)
+    with start_aiproxy(aiproxy_env, "first.log") as first:
+        first.send(alice_key, request_ids(run, "warm", 2))
+        wait_for_records(run, 2, first)
+        fake_upstream.reset()
+        # The upstream thinks for 30 s: the worker dies with all six waiting for it.
+        with ThreadPoolExecutor(len(in_flight)) as pool:
+            for request_id in in_flight:
+                pool.submit(
+                    httpx.post,
+                    first.url + "/v1/chat/completions",
+                    json=CHAT,
+                    headers={"Authorization": f"Bearer {alice_key}", "X-Request-ID": request_id, "x-fake-delay": "30"},
+                    timeout=60,
+                )
+            deadline = time.monotonic() + 10
+            while len(fake_upstream.requests) < len(in_flight):
+                assert time.monotonic() < deadline, first.log()
+                time.sleep(0.05)
+            first.signal(signal.SIGKILL)
+    assert stored_count(run) == 2
+
+    with start_aiproxy(aiproxy_env, "second.log") as second:
+        wait_for_records(run, 8, second)
+
+    records = AuditRecord.objects.filter(request_id__in=in_flight)
+    assert sorted(r.request_id for r in records) == sorted(in_flight)
+    assert {(r.outcome, r.key_name, r.model_requested) for r in records} == {("interrupted", "alice-app", "gpt-4o")}
+    assert all(r.request_body == CHAT for r in records)

@@ -86,10 +86,12 @@ def test_the_record_fills_every_stored_column_and_nothing_else():
     assert set(audit_record_from(finished_exchange())) == STORED_FIELDS
 
 
-def test_each_record_gets_its_own_record_id():
-    exchange = finished_exchange()
+def test_each_exchange_gets_its_own_record_id_which_its_begin_and_end_share():
+    exchange, other = finished_exchange(), finished_exchange()
 
-    assert audit_record_from(exchange)["record_id"] != audit_record_from(exchange)["record_id"]
+    # The begin journal writes the record once before the upstream answers, then the finish does.
+    assert audit_record_from(exchange)["record_id"] == audit_record_from(exchange)["record_id"]
+    assert audit_record_from(exchange)["record_id"] != audit_record_from(other)["record_id"]
 
 
 def test_metadata_capture_keeps_no_bodies_and_stays_small():
