@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from proxy.audit import audit_line, audit_record_from, insert_missing, secret_needles
-from proxy.audit_spool import Segment, Spool, read_lines, spool_directory
+from proxy.audit_spool import Segment, Spool, owner_of, read_lines, spool_directory
 from proxy.exchange import Exchange, Outcome
 
 logger = logging.getLogger(__name__)
@@ -61,15 +61,22 @@ def claim_dead_journals(directory: Path) -> list[Segment]:
     return Spool(directory, kind="inflight").claim_orphans()
 
 
-def write_interrupted(segments: list[Segment], directory: Path) -> int:
-    """Writes each journaled begin that has no record yet as `interrupted`; deletes the journals. How many."""
-    lines = [line for segment in segments for line in read_lines(segment.fd, 0, segment.size, segment.records)]
-    written = insert_missing(lines, directory)
-    for segment in segments:
+def write_interrupted(segments: list[Segment], directory: Path) -> list[Segment]:
+    """Writes each journaled begin that has no record yet as `interrupted`, and deletes its journal.
+
+    Only once every audit file of the journal's dead worker is gone (replayed, by whichever worker
+    claimed it): a begin written before its finished record would take that record's place. Returns
+    the journals still waiting for that.
+    """
+    waiting = [s for s in segments if any(directory.glob(f"audit-{owner_of(s.path)}-*.jsonl"))]
+    ready = [s for s in segments if s not in waiting]
+    lines = [line for segment in ready for line in read_lines(segment.fd, 0, segment.size, segment.records)]
+    written = insert_missing(lines, directory) if lines else 0
+    for segment in ready:
         segment.close(delete=True)
     if written:
         logger.warning("audit writer: %d requests of dead workers recorded as interrupted", written)
-    return written
+    return waiting
 
 
 audit_journal = AuditJournal()

@@ -20,6 +20,20 @@ READ_CHUNK_BYTES = 1024 * 1024
 SPOOL_RETRY_SECONDS = 1.0
 
 
+_OWNER_TOKENS: dict[int, str] = {}
+
+
+def process_owner() -> str:
+    """This process's name in spool file names, the same for its audit spool and its begin journal."""
+    pid = os.getpid()  # per process, not per import: gunicorn forks its workers from a preloaded master
+    return f"{pid}-{_OWNER_TOKENS.setdefault(pid, secrets.token_hex(4))}"
+
+
+def owner_of(path: Path) -> str:
+    """The process part of a spool file's name: audit-<owner>-000001.jsonl -> <owner>."""
+    return path.name.split("-", 1)[1].rsplit("-", 1)[0]
+
+
 # --- the spool --------------------------------------------------------------------------
 
 
@@ -55,7 +69,7 @@ class Spool:
         self.segments: list[Segment] = []  # oldest first; an unsealed last one takes the appends
         self.orphans: list[Segment] = []
         self.failing_until = 0.0
-        self._name = f"{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._name = f"{kind}-{process_owner()}"
         self._sequence = 0
 
     def append(self, line: bytes) -> tuple[Segment, int] | None:

@@ -220,13 +220,9 @@ class AuditWriter:
             if batch:
                 return batch
         if self._journals:
-            # Every finished record of the dead workers is in by now: what has none was interrupted.
-            journals, self._journals = self._journals, []
-            try:
-                await self._in_thread(write_interrupted, journals, spool.directory)
-            except Exception:
-                self._journals = journals  # closed only once written: retried with the next batch
-                raise
+            # Once a dead worker's finished records are all in (whoever replays them), what has none was
+            # interrupted. Journals are closed only once written: an error leaves them for the next try.
+            self._journals = await self._in_thread(write_interrupted, self._journals, spool.directory)
         if self._queue:
             size = min(len(self._queue), settings.AUDIT_BATCH_SIZE)
             batch = [self._queue.popleft() for _ in range(size)]
