@@ -27,8 +27,6 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
-# The client's credentials never leave aiproxy; cookies belong to the admin, not the upstream.
-CLIENT_ONLY = frozenset({"authorization", "api-key", "x-api-key", "cookie", "accept-encoding", "x-request-id"})
 # The upstream's framing and identity headers; ours are set by the ASGI server.
 UPSTREAM_ONLY = frozenset({"content-encoding", "server", "date", "set-cookie"})
 
@@ -170,6 +168,8 @@ def forwarded_query(query: bytes) -> bytes:
 AIPROXY_DECIDES = frozenset(
     {"content-security-policy", "strict-transport-security", "content-disposition", "x-frame-options"}
 )
+# Every upstream response header a client never gets, as one set: one lookup per header.
+NOT_RELAYED = HOP_BY_HOP | UPSTREAM_ONLY | AIPROXY_DECIDES
 # LiteLLM's headers about itself (a model's api_base and id, the key's spend) and the raw headers of the
 # provider behind it: internals of the upstream, kept from clients unless UPSTREAM_RELAY_HEADERS names them.
 INTERNAL_PREFIXES = ("x-litellm-", "llm_provider-")
@@ -180,9 +180,7 @@ def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
     headers = []
     for name, value in upstream.headers.items():
         name = name.lower()
-        if name in HOP_BY_HOP or name in UPSTREAM_ONLY or name in AIPROXY_DECIDES:
-            continue
-        if name.startswith("access-control-"):
+        if name in NOT_RELAYED or name.startswith("access-control-"):
             continue
         if name.startswith(INTERNAL_PREFIXES) and name not in relayed:
             continue
@@ -195,9 +193,10 @@ def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:
 def without_upstream_key(content: bytes) -> bytes:
     """What goes to a client never quotes the upstream's key back (a careless upstream's error might)."""
     key = settings.LITELLM_API_KEY
-    if key and len(key) >= 8 and key.encode() in content:
-        return content.replace(key.encode(), b"[redacted]")
-    return content
+    if not key or len(key) < 8:
+        return content
+    needle = key.encode()
+    return content.replace(needle, b"[redacted]") if needle in content else content
 
 
 def _location(value: str) -> str:

@@ -88,6 +88,7 @@ class Chat(Surface):
         return self._with_text(choice, released)
 
     _text_key = "content"
+    assembles_chat = True  # a stream reassembles into a chat.completion (completions: a text_completion)
 
     def _text_holder(self, choice: dict[str, Any]) -> Any:
         return choice.get("delta")
@@ -103,13 +104,14 @@ class Chat(Surface):
         return {"index": index, "delta": {"content": text}, "finish_reason": None}
 
     def assembler(self) -> ChatAssembler:
-        return ChatAssembler(is_chat=self._text_key == "content")
+        return ChatAssembler(is_chat=self.assembles_chat)
 
 
 class Completions(Chat):
     name = group = "completions"
     token_limit_params = ("max_tokens", "max_completion_tokens")
     _text_key = "text"
+    assembles_chat = False
 
     def request_texts(self, body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         return (("prompt", text) for text in part_texts(body.get("prompt")))
