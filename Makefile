@@ -22,8 +22,9 @@ migrate: install
 
 ## Set up and serve the full stack: LiteLLM on 127.0.0.1:4000 (mock models unless a provider key
 ## is set) and aiproxy on 127.0.0.1:8000 under gunicorn (SQLite unless DATABASE_URL is set).
+## `exec`: the script is make's own child, so the SIGTERM make passes on reaches it.
 run: migrate
-	PYTHON=$(PYTHON) scripts/run_local.sh
+	PYTHON=$(PYTHON) exec scripts/run_local.sh
 
 ## Run the test suite (SQLite unless DATABASE_URL is set; CI sets PostgreSQL).
 test: install

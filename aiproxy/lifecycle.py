@@ -2,12 +2,15 @@
 
 import asyncio
 import contextlib
+import logging
 
 from aiproxy import memory
 from policies.cache import config_cache
 from proxy import upstream
 from proxy.audit_journal import audit_journal
 from proxy.audit_writer import audit_writer
+
+logger = logging.getLogger(__name__)
 
 _tasks: list[asyncio.Task] = []
 
@@ -23,8 +26,13 @@ async def startup() -> None:
 async def shutdown() -> None:
     for task in _tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # A background task that died earlier must not stop the audit writer's flush below.
+            logger.exception("background task %s had failed", task.get_name())
     _tasks.clear()
     with contextlib.suppress(Exception):
         await config_cache.flush_last_used()

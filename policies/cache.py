@@ -1,7 +1,6 @@
 """Per-process cache of API keys and their policies, kept fresh by a cheap change check."""
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -170,8 +169,10 @@ class ConfigCache:
                 await self._check_or_warn()
                 if time.monotonic() - last_flush > LAST_USED_FLUSH_SECONDS:
                     last_flush = time.monotonic()
-                    with contextlib.suppress(DatabaseError):
+                    try:
                         await self.flush_last_used()
+                    except Exception:  # the poller outlives any one failure: it is what keeps keys fresh
+                        logger.warning("could not record when keys were last used", exc_info=True)
                 await asyncio.sleep(settings.CONFIG_POLL_INTERVAL)
         finally:
             self._poller_running = False

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # `make run`: a real LiteLLM on 127.0.0.1:4000 and aiproxy (gunicorn, uvicorn workers) on 127.0.0.1:8000,
-# on SQLite unless DATABASE_URL is set. Ctrl-C stops both. Expects .venv with aiproxy's requirements
-# and a migrated database: the Makefile's run target does both first.
+# on SQLite unless DATABASE_URL is set. Ctrl-C, SIGTERM or SIGHUP (to this script or to the `make` that
+# runs it) stops both. Expects .venv with aiproxy's requirements and a migrated database: the Makefile's
+# run target does both first. LITELLM_PORT and AIPROXY_PORT move the two; LITELLM_COMMAND replaces LiteLLM
+# with another upstream on LITELLM_PORT (the test of this script uses the test suite's fake).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBUG="${DEBUG:-true}"
 LITELLM_PORT="${LITELLM_PORT:-4000}"
-AIPROXY_URL=http://127.0.0.1:8000
+AIPROXY_PORT="${AIPROXY_PORT:-8000}"
+AIPROXY_URL="http://127.0.0.1:$AIPROXY_PORT"
 
 # One master key per install, never a well-known value: LiteLLM requires it, aiproxy sends it.
 mkdir -p var/litellm
@@ -17,9 +20,10 @@ fi
 LITELLM_MASTER_KEY="$(cat var/litellm/master_key)"
 export LITELLM_MASTER_KEY LITELLM_API_KEY="$LITELLM_MASTER_KEY" LITELLM_BASE_URL="http://127.0.0.1:$LITELLM_PORT"
 
-scripts/litellm.sh install
+LITELLM_COMMAND="${LITELLM_COMMAND:-scripts/litellm.sh}"
+[ "$LITELLM_COMMAND" = scripts/litellm.sh ] && scripts/litellm.sh install
 
-for port in "$LITELLM_PORT" 8000; do
+for port in "$LITELLM_PORT" "$AIPROXY_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "Port $port on 127.0.0.1 is in use: stop what listens there first." >&2
     exit 1
@@ -28,17 +32,24 @@ done
 
 pids=()
 stop() {
-  trap - EXIT INT TERM
-  kill -TERM "${pids[@]}" 2>/dev/null || true
+  trap - EXIT INT TERM HUP
+  kill -TERM "${pids[@]}" "${watcher:-}" 2>/dev/null || true
   wait || true
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
 
-scripts/litellm.sh >var/litellm/litellm.log 2>&1 &
+# make passes SIGTERM on to this script but not SIGHUP, and a closed terminal or a killed parent may
+# send nothing at all: when the process that started this script is gone (this script then has another
+# parent), stop the stack as on Ctrl-C.
+parent=$PPID
+( while [ "$(ps -o ppid= -p $$ | tr -d ' ')" = "$parent" ]; do sleep 1; done; kill -TERM $$ 2>/dev/null ) &
+watcher=$!
+
+$LITELLM_COMMAND >var/litellm/litellm.log 2>&1 &
 pids+=($!)
 # Workers: one per core (WEB_CONCURRENCY); /metrics adds theirs up (gunicorn.conf.py).
-GUNICORN_BIND=127.0.0.1:8000 .venv/bin/gunicorn -c gunicorn.conf.py &
+GUNICORN_BIND="127.0.0.1:$AIPROXY_PORT" .venv/bin/gunicorn -c gunicorn.conf.py &
 pids+=($!)
 
 # Either one dying during start-up stops the other (through the EXIT trap).
