@@ -4,11 +4,14 @@ import asyncio
 import contextlib
 import logging
 
+from django.conf import settings
+
 from aiproxy import memory
 from policies.cache import config_cache
 from proxy import upstream
 from proxy.audit_journal import audit_journal
 from proxy.audit_writer import audit_writer
+from proxy.limiter import limiter
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +20,10 @@ _tasks: list[asyncio.Task] = []
 
 async def startup() -> None:
     upstream.client()
+    if settings.REDIS_URL:
+        logger.info("limits: shared by every worker and instance through Redis")
+    else:
+        logger.warning("limits: no REDIS_URL, so each worker enforces them on its own (per process)")
     await audit_writer.start()
     _tasks.append(asyncio.create_task(config_cache.run_poller(), name="config-poller"))
     if trim := memory.malloc_trim():
@@ -42,3 +49,4 @@ async def shutdown() -> None:
     finally:
         # Whatever the writer met on its way out, the upstream connections are closed, not leaked.
         await upstream.close()
+        await limiter.close()

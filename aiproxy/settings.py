@@ -225,3 +225,18 @@ AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=90)
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- Limits (proxy/limiter.py) -------------------------------------------------------------
+# Shared by every worker and instance through Redis; without REDIS_URL each process keeps its own.
+REDIS_URL = env.str("REDIS_URL", default="")
+# A Redis slower than this counts as down (seconds): a request never waits longer for its limits.
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="aiproxy:")
+# Redis down: "open" serves with each process's own counters (/ready says degraded); "closed" answers 503.
+RATE_LIMIT_REDIS_FAILURE = env.str("RATE_LIMIT_REDIS_FAILURE", default="open")
+if RATE_LIMIT_REDIS_FAILURE not in ("open", "closed"):
+    raise ImproperlyConfigured('RATE_LIMIT_REDIS_FAILURE must be "open" or "closed".')
+# A concurrency slot's lease: its worker renews it; a killed worker's slots free themselves after this.
+LIMITS_LEASE_SECONDS = env.float("LIMITS_LEASE_SECONDS", default=30.0)
+# The answer's share of a token estimate when the request sets no output cap and the policy no ceiling.
+LIMITS_DEFAULT_OUTPUT_TOKENS = env.int("LIMITS_DEFAULT_OUTPUT_TOKENS", default=1024)

@@ -13,7 +13,9 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from policies.keys import api_keys_touch, key_hash
-from policies.models import ApiKey, Policy
+from policies.limits import NO_LIMITS, Limits
+from policies.models import ApiKey, ModelPrice, Policy
+from policies.pricing import EMPTY_PRICES, Price, PriceTable
 from policies.spec import PASS_THROUGH, PolicySpec
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ class KeyContext:
     key_prefix: str
     expires_at: datetime | None
     policy: PolicySpec
+    # The policy's limits with the key's own overrides: the limiter counts them under key_id, which a
+    # rotated key keeps (the limit belongs to the key's identity, not to its secret).
+    limits: Limits = NO_LIMITS
 
 
 def policy_spec(policy: Policy) -> PolicySpec:
@@ -37,13 +42,32 @@ def policy_spec(policy: Policy) -> PolicySpec:
 
 
 def _change_stamp() -> tuple:
-    """What changes whenever a key or policy is created, edited or deleted."""
+    """What changes whenever a key, policy or price is created, edited or deleted."""
     try:
         keys = ApiKey.objects.aggregate(Max("updated_at"), Count("pk"))
         policies = Policy.objects.aggregate(Max("updated_at"), Count("pk"))
-        return (*keys.values(), *policies.values())
+        prices = ModelPrice.objects.aggregate(Max("updated_at"), Count("pk"))
+        return (*keys.values(), *policies.values(), *prices.values())
     finally:
         # Runs outside any request: return the connection to the pool ourselves.
+        close_old_connections()
+
+
+def _load_prices() -> PriceTable:
+    try:
+        return PriceTable(
+            [
+                Price(
+                    id=row.pk,
+                    pattern=row.pattern,
+                    input_per_million=row.input_per_million,
+                    cached_input_per_million=row.cached_input_per_million,
+                    output_per_million=row.output_per_million,
+                )
+                for row in ModelPrice.objects.all()
+            ]
+        )
+    finally:
         close_old_connections()
 
 
@@ -55,12 +79,14 @@ def _load_key(digest: str) -> KeyContext | None:
         policy = api_key.policy
         if policy is None or not policy.is_active:
             policy = Policy.objects.filter(is_default=True, is_active=True).first()
+        spec = policy_spec(policy) if policy else PASS_THROUGH
         return KeyContext(
             key_id=api_key.pk,
             key_name=api_key.name,
             key_prefix=api_key.prefix,
             expires_at=api_key.expires_at,
-            policy=policy_spec(policy) if policy else PASS_THROUGH,
+            policy=spec,
+            limits=spec.limits.overridden_by(api_key.limit_overrides()),
         )
     finally:
         close_old_connections()
@@ -87,6 +113,8 @@ class ConfigCache:
         # Set when the database failed to answer, cleared by the next change check that succeeds (the
         # poller's, once a second): meanwhile requests never wait on it (a pool timeout each, otherwise).
         self.database_down = False
+        # The price table in force, reloaded with every change seen (prices are part of the change stamp).
+        self.prices: PriceTable = EMPTY_PRICES
 
     def clear(self) -> None:
         self._keys.clear()
@@ -147,6 +175,7 @@ class ConfigCache:
         self.database_down = False
         if stamp != self._stamp:
             self._keys.clear()
+            self.prices = await sync_to_async(_load_prices, thread_sensitive=False)()
             self._stamp = stamp
 
     async def _check_or_warn(self) -> None:

@@ -1,10 +1,13 @@
 """What operators configure: policies (with every version kept) and API keys."""
 
+from decimal import Decimal
+
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from policies.limits import LIMIT_FIELDS, Limits
 from policies.surfaces import GOVERNED
 from policies.validation import validate_policy_content
 
@@ -26,12 +29,59 @@ class AuditCapture(models.TextChoices):
     METADATA = "metadata", "Metadata only (no bodies)"
 
 
+def _jsonable(value):
+    return str(value) if isinstance(value, Decimal) else value
+
+
 def _empty_list() -> list:
     return []
 
 
 def _empty_dict() -> dict:
     return {}
+
+
+def limit_fields(*, on_key: bool) -> dict[str, models.Field]:
+    """The five limits, on Policy and (as overrides) on ApiKey: empty means no limit (on a key: the policy's)."""
+    empty = "Empty: the policy's limit." if on_key else "Empty: no limit."
+    return {
+        "rpm_limit": models.PositiveIntegerField(
+            null=True,
+            blank=True,
+            verbose_name="requests per minute",
+            help_text=f"Requests admitted in any 60 seconds (a sliding window), shared by every worker. {empty}",
+        ),
+        "tpm_limit": models.PositiveIntegerField(
+            null=True,
+            blank=True,
+            verbose_name="tokens per minute",
+            help_text="Prompt + completion tokens in any 60 seconds. A request reserves an estimate (its prompt's "
+            f"size and its output cap) and settles with the real usage when it ends. {empty}",
+        ),
+        "max_parallel_requests": models.PositiveIntegerField(
+            null=True,
+            blank=True,
+            verbose_name="concurrent requests",
+            help_text=f"Requests in flight at once, streams until they end. {empty}",
+        ),
+        "daily_budget_usd": models.DecimalField(
+            max_digits=12,
+            decimal_places=4,
+            null=True,
+            blank=True,
+            verbose_name="daily budget (USD)",
+            help_text="Spend per UTC day, from the price table. A request whose estimated cost would cross it "
+            f"gets 429 insufficient_quota. {empty}",
+        ),
+        "monthly_budget_usd": models.DecimalField(
+            max_digits=12,
+            decimal_places=4,
+            null=True,
+            blank=True,
+            verbose_name="monthly budget (USD)",
+            help_text=f"Spend per calendar month (UTC). {empty}",
+        ),
+    }
 
 
 class Policy(models.Model):
@@ -93,6 +143,7 @@ class Policy(models.Model):
     annotation_extra = models.JSONField(default=_empty_dict, blank=True)
     audit_capture = models.CharField(max_length=16, choices=AuditCapture.choices, default=AuditCapture.FULL)
     audit_retention_days = models.PositiveIntegerField(null=True, blank=True)
+    locals().update(limit_fields(on_key=False))
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -119,6 +170,7 @@ class Policy(models.Model):
         "annotation_extra",
         "audit_capture",
         "audit_retention_days",
+        *LIMIT_FIELDS,
     )
 
     class Meta:
@@ -142,7 +194,8 @@ class Policy(models.Model):
             PolicyVersion.objects.create(policy=self, version=self.version, content=self.content())
 
     def content(self) -> dict:
-        return {field: getattr(self, field) for field in self.CONTENT_FIELDS}
+        # Budgets as decimal strings: a version's content is JSON, and the amount must stay exact.
+        return {field: _jsonable(getattr(self, field)) for field in self.CONTENT_FIELDS}
 
     def clean(self) -> None:
         errors = validate_policy_content(self.content())
@@ -184,6 +237,7 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    locals().update(limit_fields(on_key=True))
 
     class Meta:
         verbose_name = "API key"
@@ -195,3 +249,35 @@ class ApiKey(models.Model):
     def is_usable(self, now=None) -> bool:
         now = now or timezone.now()
         return self.is_active and (self.expires_at is None or self.expires_at > now)
+
+    def limit_overrides(self) -> Limits:
+        return Limits.from_values({name: getattr(self, name) for name in LIMIT_FIELDS})
+
+
+class ModelPrice(models.Model):
+    """USD per million tokens for the models a glob matches; the most specific pattern wins."""
+
+    pattern = models.CharField(
+        max_length=200,
+        unique=True,
+        help_text='A model name or glob, as the upstream names the model: "gpt-4o-mini", "gpt-4o-mini-*", '
+        '"claude-sonnet-4*". The pattern with the most literal characters wins. Models no pattern matches have '
+        "an unknown price: their requests cost 0 against budgets, and their records say the price was unknown.",
+    )
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=4, verbose_name="input (USD / 1M tokens)")
+    cached_input_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal(0),
+        verbose_name="cached input (USD / 1M tokens)",
+        help_text="Prompt tokens the provider served from its cache (OpenAI cached_tokens, Anthropic cache reads).",
+    )
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=4, verbose_name="output (USD / 1M tokens)")
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["pattern"]
+        verbose_name = "model price"
+
+    def __str__(self) -> str:
+        return f"{self.pattern}: ${self.input_per_million} in / ${self.output_per_million} out per 1M tokens"

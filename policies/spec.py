@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from policies.limits import NO_LIMITS, Limits
 from policies.partial_match import PrefixMatcher
 from policies.patterns import Pattern, compile_pattern
 
@@ -34,6 +35,11 @@ DEFAULT_CONTENT: dict[str, Any] = {
     "annotation_extra": {},
     "audit_capture": "full",
     "audit_retention_days": None,
+    "rpm_limit": None,
+    "tpm_limit": None,
+    "max_parallel_requests": None,
+    "daily_budget_usd": None,
+    "monthly_budget_usd": None,
 }
 
 SYSTEM_CONTEXT_MODES = ("if_missing", "prepend", "replace")
@@ -110,6 +116,7 @@ class PolicySpec:
     annotation_extra: Mapping[str, Any] = field(default_factory=_empty_mapping)
     audit_capture: str = "full"
     audit_retention_days: int | None = None
+    limits: Limits = NO_LIMITS  # enforced by the limiter, not the engine
     # One regex for all allowed globs: a single match per request instead of a loop.
     allowed_models_regex: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
     passthrough_regex: re.Pattern[str] | None = field(init=False, default=None, repr=False, compare=False)
@@ -171,6 +178,7 @@ class PolicySpec:
             annotation_extra=_frozen_mapping(get("annotation_extra")),
             audit_capture=get("audit_capture"),
             audit_retention_days=get("audit_retention_days"),
+            limits=Limits.from_values(content),
         )
 
 

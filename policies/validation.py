@@ -7,6 +7,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from policies.patterns import Pattern, PatternError, compile_pattern
@@ -71,6 +72,20 @@ def _positive_int_or_null(path: str, value: Any) -> Messages:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
         return []
     return [f"{path} must be a positive integer or null (got {_show(value)})."]
+
+
+def _usd_or_null(path: str, value: Any) -> Messages:
+    """A budget: null, or a non-negative amount (a number, or its decimal string as versions keep it)."""
+    if value is None:
+        return []
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            amount = None
+        if amount is not None and amount.is_finite() and amount >= 0:
+            return []
+    return [f"{path} must be an amount in USD of 0 or more, or null (got {_show(value)})."]
 
 
 def _choice(*allowed: str) -> Callable[[str, Any], Messages]:
@@ -328,4 +343,9 @@ CHECKS: dict[str, Callable[[str, Any], Messages]] = {
     "annotation_extra": _annotation_extra,
     "audit_capture": _choice(*AUDIT_CAPTURE_MODES),
     "audit_retention_days": _positive_int_or_null,
+    "rpm_limit": _positive_int_or_null,
+    "tpm_limit": _positive_int_or_null,
+    "max_parallel_requests": _positive_int_or_null,
+    "daily_budget_usd": _usd_or_null,
+    "monthly_budget_usd": _usd_or_null,
 }

@@ -92,6 +92,7 @@ def audit_record_from(exchange: Exchange, *, capture: str | None = None) -> dict
         "error_code": _clip(error_code, ERROR_FIELD_MAX),
         "error_message": _clip(error_message, ERROR_MESSAGE_MAX),
         **_tokens(exchange.response_body),
+        **_cost(exchange),
         **exchange.timings(),
         **_bodies(exchange, capture),
     }
@@ -287,6 +288,17 @@ def _tokens(body: Any) -> dict[str, int | None]:
     if total is None and prompt is not None and completion is not None:
         total = _count(prompt + completion)  # Anthropic's usage has no total
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def _cost(exchange: Exchange) -> dict[str, Any]:
+    usage = exchange.usage
+    return {
+        "cached_tokens": usage.cached_tokens if usage is not None and exchange.cost_status == "priced" else None,
+        # A string: exact in the spool line, and numeric to PostgreSQL.
+        "cost_usd": None if exchange.cost_usd is None else str(exchange.cost_usd),
+        "cost_status": exchange.cost_status,
+        "price": exchange.price,
+    }
 
 
 def _count(value: Any) -> int | None:

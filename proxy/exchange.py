@@ -2,10 +2,13 @@
 
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from policies.cache import KeyContext
+from policies.pricing import Usage
 from proxy.errors import ProxyError
 from proxy.ids import new_uuid
+from proxy.limiter import Reservation
 from proxy.models import AuditRecord
 
 # One vocabulary for the exchange, the access log and the audit record's column.
@@ -45,6 +48,14 @@ class Exchange:
     stored_id: str | None = None
     error: ProxyError | None = None
     outcome: Outcome | None = None
+    # Limits and spend (proxy.accounting): the reservation to settle, the key's headers, the priced usage.
+    reservation: Reservation | None = None
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    hide_stream_usage: bool = False  # usage was asked of the upstream for accounting, not by the client
+    usage: Usage | None = None
+    cost_usd: Decimal | None = None
+    cost_status: str = ""
+    price: dict | None = None
     upstream_started: float | None = None
     upstream_headers: float | None = None
     first_byte: float | None = None

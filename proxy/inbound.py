@@ -8,7 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 
 from policies.cache import KeyContext, config_cache
-from proxy import metrics
+from proxy import accounting, metrics
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import Endpoint
 from proxy.errors import (
@@ -36,6 +36,8 @@ def begin_exchange(request, endpoint: Endpoint) -> Exchange:
         client_ip=request.META.get("REMOTE_ADDR"),
         user_agent=request.headers.get("User-Agent", "")[:300],
     )
+    # First: the record and the access log need the exchange priced, and its limits settled.
+    exchange.on_finish(accounting.finished)
     exchange.on_finish(lambda finished: log_access(finished.log_fields()))
     if settings.AUDIT_ENABLED:
         exchange.on_finish(audit_writer.record)

@@ -18,6 +18,7 @@ class AuditRecord(models.Model):
         CLIENT_DISCONNECTED = "client_disconnected"
         PROXY_ERROR = "proxy_error"  # aiproxy could not serve it (e.g. keys not checkable)
         INTERRUPTED = "interrupted"  # the worker died mid-request: what was known when it went upstream
+        RATE_LIMITED = "rate_limited"  # over a limit or budget of its key: 429, never forwarded
 
     id = models.BigAutoField(primary_key=True)
     # Written by the worker that served the request; makes replays from the spool idempotent.
@@ -66,6 +67,11 @@ class AuditRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     total_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # What the exchange cost, from its tokens and the price row in force then (its rates kept in `price`).
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=9, null=True, blank=True)
+    cost_status = models.CharField(max_length=16, blank=True)  # policies.pricing.CostStatus
+    price = models.JSONField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     upstream_ms = models.FloatField(null=True, blank=True)
     ttfb_ms = models.FloatField(null=True, blank=True)

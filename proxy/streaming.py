@@ -137,6 +137,9 @@ class SseRelay:
             self.unparsed += 1
             return event
         prefix = self._terminal() if self.surface.is_terminal(payload) else b""
+        if self.exchange.hide_stream_usage and self.surface.is_usage_only(payload):
+            self._assemble([payload], len(data))  # for the record and the key's limits, not for the client
+            return prefix
         try:
             events = [payload] if self.rewriter is None else self.rewriter.on_event(payload)
         except ASSEMBLY_ERRORS:

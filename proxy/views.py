@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from policies import engine
 from policies.cache import KeyContext
 from policies.streams import StreamRewriter, stream_needs_rewrite
-from proxy import ownership, upstream
+from proxy import accounting, ownership, upstream
 from proxy.audit_journal import audit_journal
 from proxy.audit_writer import audit_writer
 from proxy.endpoints import MODELS, OTHER, RESPONSE_CANCEL, RESPONSE_INPUT_ITEMS, RESPONSE_OBJECT, Endpoint
@@ -41,6 +41,7 @@ from proxy.inbound import (
     parse_json_body,
     read_body,
 )
+from proxy.limiter import limiter
 from proxy.streaming import BinaryRelay, SseRelay
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ async def relay_steps(request, exchange: Exchange, endpoint: Endpoint, path: str
         await ownership.require_owner(exchange.key, object_id, param=param)
     if settings.AUDIT_ENABLED:
         audit_journal.begin(exchange)  # from here, even a killed worker leaves this request's record
-    upstream_response = await forward(request, exchange, path, forwarded)
+    upstream_response = await forward(request, exchange, endpoint, path, forwarded)
     return await respond(exchange, endpoint, upstream_response)
 
 
@@ -131,7 +132,7 @@ async def stored_response(
 @proxy_view(MODELS)
 async def models_list(request, exchange: Exchange) -> HttpResponse:
     """GET /v1/models: the upstream's list, reduced to what this key may use, plus its aliases."""
-    upstream_response = await forward(request, exchange, MODELS.upstream_path, None)
+    upstream_response = await forward(request, exchange, MODELS, MODELS.upstream_path, None)
     return await respond(exchange, MODELS, upstream_response, rewrite=models_rewrite(exchange.key))
 
 
@@ -143,7 +144,7 @@ async def model_detail(request, exchange: Exchange, model: str) -> HttpResponse:
         raise invalid_request(f"The model '{model}' does not exist.", code="model_not_found", status=404)
     target = spec.model_aliases.get(model, model)
     path = upstream.safe_upstream_path(f"/v1/models/{target}".encode())
-    upstream_response = await forward(request, exchange, path, None)
+    upstream_response = await forward(request, exchange, MODELS, path, None)
     return await respond(exchange, MODELS, upstream_response, rewrite=lambda body: {**body, "id": model})
 
 
@@ -221,10 +222,16 @@ async def ready(request) -> HttpResponse:
     audit = audit_writer.status()
     if audit["problem"]:
         problems["audit"] = audit["problem"]
+    limits = limiter.status()
+    body = {"audit_backlog": audit["backlog"], "limits": limits["limits"]}
+    if limits["problem"] and settings.RATE_LIMIT_REDIS_FAILURE == "closed":
+        problems["limits"] = limits["problem"]
     if problems:
-        body = {"status": "unavailable", "problems": problems, "audit_backlog": audit["backlog"]}
-        return json_response(body, status=503)
-    return json_response({"status": "ready", "audit_backlog": audit["backlog"]})
+        return json_response({"status": "unavailable", "problems": problems, **body}, status=503)
+    if limits["problem"]:
+        # Failing open: still serving, with each process's own counters; a balancer keeps sending traffic.
+        return json_response({"status": "degraded", "problems": {"limits": limits["problem"]}, **body})
+    return json_response({"status": "ready", **body})
 
 
 def _database_ping() -> None:
@@ -267,11 +274,21 @@ def plan_request(request, exchange: Exchange, endpoint: Endpoint, raw: bytes) ->
     if not settings.ENABLE_REQUEST_MODIFICATION or not plan.modifications:
         exchange.forwarded_body = body
         exchange.model_upstream = body.get("model")
-        return raw
+        return with_stream_usage(exchange, endpoint, body, raw)
     exchange.forwarded_body = plan.body
     exchange.modifications = plan.modifications
     exchange.model_upstream = plan.upstream_model
-    return orjson.dumps(plan.body)
+    return with_stream_usage(exchange, endpoint, plan.body, None)
+
+
+def with_stream_usage(exchange: Exchange, endpoint: Endpoint, body: dict, raw: bytes | None) -> bytes:
+    """A stream is asked to report its usage (its cost and token limits need it); when the client did not
+    ask for that itself, the usage event is kept from it (SseRelay)."""
+    if exchange.stream and (asked := endpoint.surface.with_stream_usage(body)) is not None:
+        exchange.forwarded_body = asked
+        exchange.hide_stream_usage = True
+        return orjson.dumps(asked)
+    return raw if raw is not None else orjson.dumps(body)
 
 
 def passthrough_body(content_type: str, raw: bytes) -> dict | bytes | None:
@@ -311,7 +328,10 @@ def check_model_allowed(key: KeyContext, model: str) -> None:
         )
 
 
-async def forward(request, exchange: Exchange, path: str, body: bytes | None) -> upstream.UpstreamResponse:
+async def forward(
+    request, exchange: Exchange, endpoint: Endpoint, path: str, body: bytes | None
+) -> upstream.UpstreamResponse:
+    await accounting.admit(exchange, endpoint.surface)  # the key's limits: 429 here, before the upstream
     headers = upstream.request_headers(
         request.headers, request_id=exchange.request_id, content_type=request.META.get("CONTENT_TYPE")
     )
@@ -351,7 +371,7 @@ async def respond(exchange: Exchange, endpoint: Endpoint, upstream_response: ups
         response = StreamingHttpResponse(BinaryRelay(upstream_response, exchange), status=exchange.status)
     for name, value in upstream.response_headers(upstream_response):
         response[name] = value
-    add_policy_headers(response, exchange.key)
+    add_policy_headers(response, exchange)
     return response
 
 
@@ -413,21 +433,29 @@ def models_rewrite(key: KeyContext):
     return lambda body: engine.filter_models_list(key.policy, body)
 
 
-def add_policy_headers(response: HttpResponse, key: KeyContext | None) -> None:
+def add_policy_headers(response: HttpResponse, exchange: Exchange) -> None:
+    """The policy that applied, and the key's rate-limit state (OpenAI's x-ratelimit-* headers)."""
+    key = exchange.key
     if key is not None and key.policy.name:
         response[POLICY_HEADER] = key.policy.name
         response[POLICY_VERSION_HEADER] = str(key.policy.version)
+    for name, value in exchange.rate_limit_headers.items():
+        response[name] = value
 
 
 def failed(exchange: Exchange, error: ProxyError, endpoint: Endpoint) -> HttpResponse:
     exchange.fail(error, outcome_for(error))
     response = json_response(endpoint.surface.error_body(error.body()["error"]), status=error.status)
-    add_policy_headers(response, exchange.key)
+    add_policy_headers(response, exchange)
+    for name, value in getattr(error, "headers", {}).items():
+        response[name] = value
     exchange.finish()
     return response
 
 
 def outcome_for(error: ProxyError) -> Outcome:
+    if isinstance(error, accounting.RateLimited):
+        return Outcome.RATE_LIMITED
     if isinstance(error, PolicyRejected):
         return Outcome.REJECTED
     if error.status == 401:

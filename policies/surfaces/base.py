@@ -94,6 +94,14 @@ class Surface:
 
     # --- streams --------------------------------------------------------------------------
 
+    def with_stream_usage(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The body asking the upstream to report a stream's usage, or None when it will anyway (or cannot)."""
+        return None
+
+    def is_usage_only(self, event: dict[str, Any]) -> bool:
+        """Whether this stream event carries only the usage with_stream_usage asked for."""
+        return False
+
     def frame(self, event: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(event) + b"\n\n"
 

@@ -106,6 +106,15 @@ class Chat(Surface):
     def assembler(self) -> ChatAssembler:
         return ChatAssembler(is_chat=self.assembles_chat)
 
+    def with_stream_usage(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return None
+        return {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+
+    def is_usage_only(self, event: dict[str, Any]) -> bool:
+        return event.get("choices") == [] and isinstance(event.get("usage"), dict)
+
 
 class Completions(Chat):
     name = group = "completions"
