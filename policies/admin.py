@@ -12,7 +12,8 @@ from django.utils.html import format_html, format_html_join
 
 from policies.cache import policy_spec
 from policies.keys import api_keys_revoke, key_issue
-from policies.models import ApiKey, Policy, PolicyVersion
+from policies.limits import LIMIT_FIELDS
+from policies.models import ApiKey, ModelPrice, Policy, PolicyVersion
 from policies.preview import PREVIEW_ENDPOINTS, SAMPLE_BODY, policy_preview
 
 
@@ -23,7 +24,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix")
     list_select_related = ("policy",)
     readonly_fields = ("prefix", "created_at", "updated_at", "last_used_at")
-    fields = ("name", "policy", "is_active", "expires_at", "prefix", "created_at", "updated_at", "last_used_at")
+    fieldsets = (
+        (None, {"fields": ("name", "policy", "is_active", "expires_at", "prefix")}),
+        (
+            "Limits (overrides)",
+            {
+                "fields": LIMIT_FIELDS,
+                "description": "Each limit set here replaces the policy's for this key; empty ones keep the "
+                "policy's. Counters belong to the key itself, and survive a new secret.",
+            },
+        ),
+        ("History", {"fields": ("created_at", "updated_at", "last_used_at")}),
+    )
     actions = ("revoke",)
 
     def save_model(self, request, obj, form, change):
@@ -75,6 +87,16 @@ class PolicyAdmin(admin.ModelAdmin):
         ("User identification", {"fields": ("user_field", "user_field_override")}),
         ("Content rules", {"fields": ("blocked_patterns", "response_redactions")}),
         ("Response annotations", {"fields": ("annotate_responses", "annotation_extra")}),
+        (
+            "Limits and budgets",
+            {
+                "fields": LIMIT_FIELDS,
+                "description": "For every key using this policy, each on its own (a key may override any of them). "
+                "Over a limit: 429 rate_limit_exceeded; over a budget: 429 insufficient_quota; both with "
+                "Retry-After and OpenAI's x-ratelimit-* headers. Shared by every worker and instance through "
+                "Redis (REDIS_URL); without it, each process counts on its own.",
+            },
+        ),
         ("Audit", {"fields": ("audit_capture", "audit_retention_days")}),
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -119,3 +141,10 @@ class PolicyAdmin(admin.ModelAdmin):
     def keys_using(self, obj: Policy) -> str:
         keys = obj.api_keys.all()[:50] if obj.pk else []
         return format_html_join(", ", "{} ({}…)", ((key.name, key.prefix) for key in keys)) or "—"
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ("pattern", "input_per_million", "cached_input_per_million", "output_per_million", "updated_at")
+    search_fields = ("pattern",)
+    fields = ("pattern", "input_per_million", "cached_input_per_million", "output_per_million")

@@ -7,15 +7,17 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpResponseBadRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from policies.admin import ApiKeyAdmin
 from policies.keys import VISIBLE_PREFIX_LENGTH
 from policies.models import ApiKey, Policy
 from proxy.api.filters import BODY_FIELDS
+from proxy.api.selectors import period_starts
 from proxy.models import AuditRecord
 
 # Filter choices drawn from the audit table look only at this many newest records: a DISTINCT
@@ -200,6 +202,7 @@ class AuditRecordAdmin(admin.ModelAdmin):
             "Usage and timings",
             {"fields": ("prompt_tokens", "completion_tokens", "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms")},
         ),
+        ("Cost", {"fields": ("cost_usd", "cost_status", "cached_tokens", "price")}),
         (
             "Bodies",
             {
@@ -271,3 +274,47 @@ class AuditRecordAdmin(admin.ModelAdmin):
     @admin.display(description="Response")
     def response_body_json(self, obj: AuditRecord) -> str:
         return pretty_json(obj.response_body)
+
+
+class ApiKeyWithSpendAdmin(ApiKeyAdmin):
+    """The key admin, with each key's spend this UTC day and month next to its budgets (from the audit log,
+    which lives here in proxy/, so the key admin of policies/ gains it here)."""
+
+    list_display = (*ApiKeyAdmin.list_display[:3], "spend_today", "spend_this_month", *ApiKeyAdmin.list_display[3:])
+    readonly_fields = (*ApiKeyAdmin.readonly_fields, "spend_today", "spend_this_month")
+    fieldsets = (
+        *ApiKeyAdmin.fieldsets[:2],
+        ("Spend", {"fields": ("spend_today", "spend_this_month")}),
+        *ApiKeyAdmin.fieldsets[2:],
+    )
+
+    def get_queryset(self, request):
+        day, month = period_starts(timezone.now())
+        return super().get_queryset(request).annotate(spent_today=_spent_since(day), spent_month=_spent_since(month))
+
+    @admin.display(description="spend today (UTC)")
+    def spend_today(self, obj: ApiKey) -> str:
+        return _against(getattr(obj, "spent_today", None), _budget(obj, "daily_budget_usd"))
+
+    @admin.display(description="spend this month (UTC)")
+    def spend_this_month(self, obj: ApiKey) -> str:
+        return _against(getattr(obj, "spent_month", None), _budget(obj, "monthly_budget_usd"))
+
+
+def _spent_since(since: datetime) -> Subquery:
+    records = AuditRecord.objects.filter(key_prefix=OuterRef("prefix"), created_at__gte=since).order_by()
+    return Subquery(records.values("key_prefix").annotate(total=Sum("cost_usd")).values("total")[:1])
+
+
+def _budget(key: ApiKey, field: str):
+    own = getattr(key, field)
+    return own if own is not None else getattr(key.policy, field, None)
+
+
+def _against(spent, budget) -> str:
+    spent_text = f"${(spent or 0):.2f}"
+    return f"{spent_text} of ${budget:.2f}" if budget is not None else spent_text
+
+
+admin.site.unregister(ApiKey)
+admin.site.register(ApiKey, ApiKeyWithSpendAdmin)

@@ -63,6 +63,9 @@ def row(bucket, key, model, requests, errors, prompt, completion, total, mean, p
         "total_tokens": total,
         "mean_duration_ms": mean,
         "p95_duration_ms": p95,
+        # No costs in this traffic: tests/test_usage_spend.py has them.
+        "spend_usd": "0.000000000",
+        "unpriced_requests": 0,
     }
 
 

@@ -178,10 +178,10 @@ class AuditUsageFilter(AuditScopeFilter):
     """Usage's filters: the scope plus the bucket size (which the view reads, not the queryset)."""
 
     bucket = filters.ChoiceFilter(
-        choices=[("day", "day"), ("hour", "hour")],
+        choices=[("month", "month"), ("day", "day"), ("hour", "hour")],
         method="keep",
         empty_label=None,
-        help_text="Aggregate per `day` (default) or per `hour`, in UTC.",
+        help_text="Aggregate per `month`, `day` (default) or `hour`, in UTC.",
     )
 
     def keep(self, queryset: QuerySet, name: str, value: str) -> QuerySet:

@@ -2,18 +2,23 @@
 
 import math
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.db import connections
 from django.db.models import Aggregate, Avg, Count, F, FloatField, Max, Q, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMonth
 
+from policies.cache import policy_spec
+from policies.limits import NO_LIMITS
+from policies.models import ApiKey, Policy
+from policies.pricing import CostStatus
 from proxy.api.filters import BODY_FIELDS
 from proxy.models import AuditRecord
 
 NEWEST_FIRST = ("-created_at", "-id")
 OLDEST_FIRST = ("created_at", "id")
-BUCKETS = {"day": TruncDay, "hour": TruncHour}
+BUCKETS = {"month": TruncMonth, "day": TruncDay, "hour": TruncHour}
 USAGE_GROUP = ("bucket", "key_prefix", "model")
 P95 = 0.95
 
@@ -55,6 +60,8 @@ def audit_usage_list(
         "completion_tokens": Coalesce(Sum("completion_tokens"), Value(0)),
         "total_tokens": Coalesce(Sum("total_tokens"), Value(0)),
         "mean_duration_ms": Avg("duration_ms"),
+        "spend_usd": Coalesce(Sum("cost_usd"), Value(Decimal(0))),
+        "unpriced_requests": Count("id", filter=Q(cost_status=CostStatus.UNKNOWN_PRICE)),
     }
     in_database = has_percentile_cont(queryset.db)
     if in_database:
@@ -87,3 +94,48 @@ def percentile(ordered: list[float], fraction: float) -> float | None:
     rank = fraction * (len(ordered) - 1)
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def period_starts(now: datetime) -> tuple[datetime, datetime]:
+    """The start of the UTC day and of the UTC month that `now` is in: the periods budgets count."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def key_spend(prefixes: list[str], now: datetime) -> dict[str, tuple[Decimal, Decimal]]:
+    """Key prefix -> (spent today, spent this month) in USD, from the audit log's costs."""
+    day, month = period_starts(now)
+    rows = (
+        AuditRecord.objects.filter(key_prefix__in=prefixes, created_at__gte=month)
+        .order_by()
+        .values("key_prefix")
+        .annotate(
+            month=Coalesce(Sum("cost_usd"), Value(Decimal(0))),
+            day=Coalesce(Sum("cost_usd", filter=Q(created_at__gte=day)), Value(Decimal(0))),
+        )
+    )
+    return {row["key_prefix"]: (row["day"], row["month"]) for row in rows}
+
+
+def key_budget_list(now: datetime) -> list[dict]:
+    """Each active key with a budget (its own or its policy's): the current day's and month's spend against it."""
+    default = Policy.objects.filter(is_default=True, is_active=True).first()
+    keys = ApiKey.objects.filter(is_active=True).select_related("policy").order_by("name", "pk")
+    budgeted = []
+    for key in keys:
+        policy = key.policy if key.policy is not None and key.policy.is_active else default
+        limits = (policy_spec(policy).limits if policy else NO_LIMITS).overridden_by(key.limit_overrides())
+        if limits.counts_spend:
+            budgeted.append((key, limits))
+    spend = key_spend([key.prefix for key, _ in budgeted], now)
+    return [
+        {
+            "key_prefix": key.prefix,
+            "key_name": key.name,
+            "daily_budget_usd": limits.daily_budget_usd,
+            "spent_today_usd": spend.get(key.prefix, (Decimal(0), Decimal(0)))[0],
+            "monthly_budget_usd": limits.monthly_budget_usd,
+            "spent_this_month_usd": spend.get(key.prefix, (Decimal(0), Decimal(0)))[1],
+        }
+        for key, limits in budgeted
+    ]

@@ -75,10 +75,26 @@ class UsageRowSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField()
     mean_duration_ms = serializers.FloatField(allow_null=True)
     p95_duration_ms = serializers.FloatField(allow_null=True)
+    spend_usd = serializers.DecimalField(
+        max_digits=18, decimal_places=9, help_text="The records' costs, from the price table in force then."
+    )
+    unpriced_requests = serializers.IntegerField(help_text="Requests whose model had no price (counted as 0).")
+
+
+class BudgetSerializer(serializers.Serializer):
+    key_prefix = serializers.CharField()
+    key_name = serializers.CharField()
+    daily_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    spent_today_usd = serializers.DecimalField(max_digits=18, decimal_places=9, help_text="This UTC day.")
+    monthly_budget_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    spent_this_month_usd = serializers.DecimalField(max_digits=18, decimal_places=9, help_text="This UTC month.")
 
 
 class UsageSerializer(serializers.Serializer):
     created_after = serializers.DateTimeField()
     created_before = serializers.DateTimeField()
-    bucket = serializers.ChoiceField(choices=["day", "hour"])
+    bucket = serializers.ChoiceField(choices=["month", "day", "hour"])
     results = UsageRowSerializer(many=True)
+    budgets = BudgetSerializer(
+        many=True, help_text="Every active key with a budget: the current day's and month's spend against it."
+    )

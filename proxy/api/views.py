@@ -21,7 +21,13 @@ from rest_framework.response import Response
 
 from proxy.api.exports import export_chunks, export_chunks_async
 from proxy.api.filters import AuditRecordFilter, AuditUsageFilter
-from proxy.api.selectors import NEWEST_FIRST, OLDEST_FIRST, audit_record_list, audit_usage_list
+from proxy.api.selectors import (
+    NEWEST_FIRST,
+    OLDEST_FIRST,
+    audit_record_list,
+    audit_usage_list,
+    key_budget_list,
+)
 from proxy.api.serializers import AuditRecordDetailSerializer, AuditRecordListSerializer, UsageSerializer
 
 USAGE_DEFAULT_RANGE = timedelta(days=7)
@@ -156,7 +162,8 @@ class AuditExportCsvApi(AuditExportApi):
 
 @extend_schema_view(get=extend_schema(operation_id="usage_report"))
 class AuditUsageApi(AuditApi):
-    """Requests, errors, tokens and durations per key, model and day (or hour); the last 7 days by default."""
+    """Requests, errors, tokens, durations and spend per key, model and month, day or hour (the last 7 days by
+    default), and each budgeted key's spend this day and month against its budget."""
 
     serializer_class = UsageSerializer
     # Declared for the schema; get() runs the filterset itself because it needs the cleaned values.
@@ -178,5 +185,11 @@ class AuditUsageApi(AuditApi):
             raise ValidationError({"created_before": ["Too early: give created_after as well."]}) from None
         bucket = cleaned["bucket"] or "day"
         rows = audit_usage_list(queryset=filterset.qs, since=since, until=until, bucket=bucket)
-        report = {"created_after": since, "created_before": until, "bucket": bucket, "results": rows}
+        report = {
+            "created_after": since,
+            "created_before": until,
+            "bucket": bucket,
+            "results": rows,
+            "budgets": key_budget_list(timezone.now()),
+        }
         return Response(self.get_serializer(report).data)
