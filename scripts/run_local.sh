@@ -30,6 +30,12 @@ for port in "$LITELLM_PORT" "$AIPROXY_PORT"; do
   fi
 done
 
+# Limits are shared through Redis when one answers on its default port (README, Limits and spend);
+# otherwise each worker counts on its own, and aiproxy's log says so.
+if [ -z "${REDIS_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  export REDIS_URL=redis://127.0.0.1:6379/0
+fi
+
 pids=()
 stop() {
   trap - EXIT INT TERM HUP

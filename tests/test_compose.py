@@ -23,12 +23,23 @@ def dockerfile() -> str:
 
 def test_the_stack_has_its_services_each_with_a_health_check(services):
     assert {"postgres", "litellm", "aiproxy", "redis"} <= services.keys()
-    assert services["redis"]["profiles"] == ["redis"]  # optional: not started by a plain `up`
+    assert "profiles" not in services["redis"], "limits are part of the default stack"
     for name, service in services.items():
         assert service["healthcheck"]["test"], name
         if "image" in service:  # pinned, never :latest
             assert re.fullmatch(r"[^:]+:[\w.-]+", service["image"]), name
             assert not service["image"].endswith(":latest"), name
+
+
+def test_aiproxy_shares_its_limits_through_the_stacks_redis_which_keeps_its_counts(services):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert services["aiproxy"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert services["aiproxy"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    # A budget's spend must survive a restart of Redis.
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1] == "yes"
+    assert "redis-data:/data" in services["redis"]["volumes"]
+    assert "redis-data" in compose["volumes"]
 
 
 def test_postgres_keeps_its_data_in_a_volume(services):
@@ -57,6 +68,7 @@ def test_aiproxy_is_wired_to_postgres_and_litellm(services):
     assert aiproxy["build"] == "."
     assert aiproxy["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
         "litellm": {"condition": "service_healthy"},
     }
     assert aiproxy["env_file"] == ".env"
