@@ -96,9 +96,12 @@ def headers_for(limits, verdict: Verdict) -> dict[str, str]:
 
 
 def duration(seconds: int) -> str:
-    """OpenAI's way of writing a reset time: "20s", "6m0s"."""
+    """OpenAI's way of writing a reset time: "20s", "6m0s", "8h28m32s"."""
     seconds = max(int(seconds), 0)
-    minutes, seconds = divmod(seconds, 60)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
     return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
