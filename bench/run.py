@@ -1,14 +1,15 @@
 """The benchmark harness: aiproxy against the limit (the fake upstream) and LiteLLM's proxy, in interleaved rounds.
 
     python bench/run.py [--rounds 3] [--duration 8] [--quick] [--out docs/benchmarks.md]
-                        [--targets limit,aiproxy,aiproxy-audit-off,aiproxy-2w,litellm] [--litellm PATH]
+                        [--targets limit,aiproxy,aiproxy-limits,aiproxy-audit-off,aiproxy-2w,litellm]
+                        [--litellm PATH] [--redis-url redis://127.0.0.1:6379/0]
                         [--workloads "chat c1,chat c10,chat c50,embeddings c10,stream c1,responses c10"]
 
 One machine, one command. It starts a fake OpenAI-compatible upstream, aiproxy under gunicorn with
 uvicorn workers on a scratch PostgreSQL database (created and migrated here), and LiteLLM's proxy when
 `.venv-litellm/bin/litellm` exists; then, round after round, runs every workload against every target
 so that machine noise hits them alike, and compares each target with the limit pair by pair within a
-round. Non-streaming load comes from wrk (bench/post.lua); streaming latencies from a small raw-socket
+round (aiproxy-limits with aiproxy too: the cost of per-key limits through Redis). Non-streaming load comes from wrk (bench/post.lua); streaming latencies from a small raw-socket
 client here. It checks that no request failed and that the audit table holds one row per request
 aiproxy received (exactly the requests sent, when each is awaited), writes a markdown report
 (docs/benchmarks.md) and prints it. Exit status 1 when a request failed or the audit count is off;
@@ -47,6 +48,7 @@ DEFAULT_LITELLM = ".venv-litellm/bin/litellm"  # where `make run` installs it
 WRK_SCRIPT = ROOT / "bench" / "post.lua"
 DEFAULT_LOG_DIR = "var/bench"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aiproxy_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET_KEY = "bench-secret"  # noqa: S105  (a scratch database's pepper, nothing real)
 KEY_NAME_PREFIX = "bench-harness "
 
@@ -64,6 +66,18 @@ POLICY = {
     "annotate_responses": True,
     "audit_capture": "full",
 }
+
+# aiproxy-limits: every limit set, so every request runs the whole reservation (one Lua script in Redis
+# before forwarding) and its settlement (batched after), yet far above anything the bench can reach: a
+# refusal (429) would be a failed request. The plain targets' policy has no limit at all.
+BENCH_LIMITS = {
+    "rpm_limit": 1_000_000_000,
+    "tpm_limit": 1_000_000_000,
+    "max_parallel_requests": 10_000,
+    "daily_budget_usd": "1000000",
+    "monthly_budget_usd": "1000000",
+}
+LIMITED_TARGETS = {"aiproxy-limits": BENCH_LIMITS}
 
 # The speed targets of issue 6 (per worker, policy and full audit on).
 TARGET_RATIO_VS_LITELLM = 12.0
@@ -111,6 +125,7 @@ class Target:
     is_proxy: bool = True  # has worker processes whose memory we report
     state_dir: str | None = None  # aiproxy's audit spool and metrics files, its own, removed at the end
     log_path: Path = Path(DEFAULT_LOG_DIR)  # the server's stdout and stderr
+    env: dict[str, str] = field(default_factory=dict)  # aiproxy's settings of this target alone
     # Over the whole run, warm-up included: the final reconciliation of the audit log.
     sent_total: int = 0
     completed_total: int = 0
@@ -187,7 +202,18 @@ def ensure_database(url: str) -> None:
 
 
 # The caller's settings for these would change what is measured: the harness sets its own.
-FOREIGN_SETTINGS = ("DJANGO_", "AUDIT_", "LITELLM_", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_", "ENABLE_")
+FOREIGN_SETTINGS = (
+    "DJANGO_",
+    "AUDIT_",
+    "LITELLM_",
+    "GUNICORN_",
+    "WEB_CONCURRENCY",
+    "PROMETHEUS_",
+    "ENABLE_",
+    "REDIS_",
+    "RATE_LIMIT_",
+    "LIMITS_",
+)
 
 
 def django_env(database_url: str) -> dict[str, str]:
@@ -202,26 +228,37 @@ def django_env(database_url: str) -> dict[str, str]:
     return env
 
 
-# Runs inside `manage.py shell`: upserts the policy, replaces the harness's keys (and their old audit
-# rows, so the table does not grow run after run), prints the new keys as one JSON line.
+# Runs inside `manage.py shell`: upserts the policy (no limits) and, for a target with limits, the same
+# policy with them under a name of its own; replaces the harness's keys (and their old audit rows, so the
+# table does not grow run after run), prints the new keys as one JSON line.
 SETUP_SCRIPT = """
 import json, os
 from django.db import connection
 from policies.keys import api_key_create
+from policies.limits import LIMIT_FIELDS
 from policies.models import ApiKey, Policy
 spec = json.loads(os.environ["BENCH_POLICY"])
+limited = json.loads(os.environ["BENCH_LIMITS"])
 prefix = os.environ["BENCH_KEY_PREFIX"]
-policy = Policy.objects.filter(name=spec["name"]).first() or Policy(name=spec["name"])
-for name, value in spec.items():
-    setattr(policy, name, value)
-policy.full_clean()
-policy.save()
+
+def upsert(values):
+    policy = Policy.objects.filter(name=values["name"]).first() or Policy(name=values["name"])
+    for name, value in values.items():
+        setattr(policy, name, value)
+    policy.full_clean()
+    policy.save()
+    return policy
+
+policy = upsert({**{name: None for name in LIMIT_FIELDS}, **spec})
 with connection.cursor() as cursor:
     cursor.execute("DELETE FROM proxy_auditrecord WHERE key_name LIKE %s", [prefix + "%"])
 ApiKey.objects.filter(name__startswith=prefix).delete()
 keys = {}
 for target in json.loads(os.environ["BENCH_TARGETS"]):
-    api_key, raw = api_key_create(name=prefix + target, policy=policy)
+    own = policy
+    if target in limited:
+        own = upsert({**spec, **limited[target], "name": spec["name"] + " " + target})
+    api_key, raw = api_key_create(name=prefix + target, policy=own)
     keys[target] = [raw, api_key.pk]
 print("BENCH_KEYS " + json.dumps(keys))
 """
@@ -233,7 +270,12 @@ def prepare_database(database_url: str, targets: list[Target]) -> None:
     env = django_env(database_url)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
     names = [t.name for t in targets if t.name.startswith("aiproxy")]
-    env.update(BENCH_POLICY=json.dumps(POLICY), BENCH_KEY_PREFIX=KEY_NAME_PREFIX, BENCH_TARGETS=json.dumps(names))
+    env.update(
+        BENCH_POLICY=json.dumps(POLICY),
+        BENCH_LIMITS=json.dumps({name: limits for name, limits in LIMITED_TARGETS.items() if name in names}),
+        BENCH_KEY_PREFIX=KEY_NAME_PREFIX,
+        BENCH_TARGETS=json.dumps(names),
+    )
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", SETUP_SCRIPT],
         cwd=ROOT,
@@ -259,6 +301,19 @@ class AuditCounter:
         query = "SELECT count(*) FROM proxy_auditrecord WHERE api_key_id = %s"
         return self.conn.execute(query, (key_id,)).fetchone()[0]
 
+    def refusals(self, key_id: int) -> tuple[int, int]:
+        """Rows answered 429 (a limit refused) and 503 (limits or something else unavailable), warm-up included."""
+        query = (
+            "SELECT count(*) FILTER (WHERE status_code = 429), count(*) FILTER (WHERE status_code = 503) "
+            "FROM proxy_auditrecord WHERE api_key_id = %s"
+        )
+        return self.conn.execute(query, (key_id,)).fetchone()
+
+    def cost_nanos(self, key_id: int) -> int:
+        """What the key's requests cost, by their audit rows, in nano-dollars (the limiter's unit)."""
+        query = "SELECT coalesce(sum(cost_usd), 0) * 1000000000 FROM proxy_auditrecord WHERE api_key_id = %s"
+        return int(self.conn.execute(query, (key_id,)).fetchone()[0])
+
     def wait_for(self, key_id: int, before: int, at_least: int, timeout: float) -> int:
         """Rows added since `before`, once there are `at_least` (the writer batches) and the count stopped moving."""
         deadline = time.monotonic() + timeout
@@ -276,6 +331,67 @@ class AuditCounter:
 
     def close(self) -> None:
         self.conn.close()
+
+
+# --------------------------------------------------------------------------- #
+# Redis: where aiproxy-limits keeps its counters
+# --------------------------------------------------------------------------- #
+
+
+def redis_client(url: str):
+    import redis  # aiproxy's own dependency (proxy/limiter.py): only needed with aiproxy-limits
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+
+def redis_problem(url: str) -> str | None:
+    """Why Redis cannot serve aiproxy-limits, or None."""
+    try:
+        client = redis_client(url)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any reason at all: the target is skipped with it
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
+
+
+@dataclass
+class LimiterState:
+    """What the limiter left in Redis for one key, read once the servers have stopped (settlements flushed)."""
+
+    prefix: str
+    keys: list[str]
+    window_requests: int  # admitted in Redis's last 60 s (the rpm window)
+    spent_nanos: int  # over every UTC month of the run: estimates settled to the real cost
+    audit_nanos: int  # the same key's audit rows' cost, for comparison
+    refused: int  # audit rows answered 429, warm-up included
+    unavailable: int  # and 503
+
+    @property
+    def ok(self) -> bool:
+        """Limits ran through Redis (counters written, spend settled) and never refused."""
+        return (
+            bool(self.keys)
+            and self.window_requests > 0
+            and self.spent_nanos > 0
+            and not self.refused + self.unavailable
+        )
+
+
+def limiter_state(url: str, prefix: str, key_id: int, audit: AuditCounter) -> LimiterState:
+    """The key's counters under this run's prefix (unique per run: nothing else writes there)."""
+    client = redis_client(url)
+    try:
+        keys = sorted(k.decode() for k in client.scan_iter(match=prefix + "*", count=1000))
+        base = f"{prefix}{{{key_id}}}"
+        window = sum(int(v) for v in client.hvals(base + ":rq"))
+        spent = sum(int(client.get(k) or 0) for k in keys if k.startswith(base + ":sm:"))
+    finally:
+        client.close()
+    refused, unavailable = audit.refusals(key_id)
+    return LimiterState(prefix, keys, window, spent, audit.cost_nanos(key_id), refused, unavailable)
 
 
 # --------------------------------------------------------------------------- #
@@ -343,6 +459,7 @@ def start_aiproxy(target: Target, *, upstream_port: int, database_url: str, work
         # directory at start: each target needs its own, and must not touch a local server's.
         PROMETHEUS_MULTIPROC_DIR=f"{target.state_dir}/metrics",
     )
+    env.update(target.env)
     command = [
         str(BIN / "gunicorn"),
         "aiproxy.asgi:application",
@@ -1069,11 +1186,14 @@ def per_round_details(runs: list[Run]) -> list[str]:
 # Main
 # --------------------------------------------------------------------------- #
 
-ALL_TARGETS = ["limit", "aiproxy", "aiproxy-audit-off", "aiproxy-2w", "litellm"]
+ALL_TARGETS = ["limit", "aiproxy", "aiproxy-limits", "aiproxy-audit-off", "aiproxy-2w", "litellm"]
 TARGET_LABELS = {
     "limit": "limit: the fake upstream, direct",
     "aiproxy": "aiproxy: 1 gunicorn/uvicorn worker, PostgreSQL, policy (system context, defaults, annotations), "
     "full audit",
+    "aiproxy-limits": "aiproxy-limits: the same as aiproxy, its key's policy with every limit set (requests and "
+    "tokens per minute, concurrency, daily and monthly budget) far above the load, enforced through Redis "
+    "({redis}, REDIS_KEY_PREFIX={prefix}, RATE_LIMIT_REDIS_FAILURE=closed)",
     "aiproxy-audit-off": "aiproxy-audit-off: the same with AUDIT_ENABLED=false",
     "aiproxy-2w": "aiproxy-2w: the same as aiproxy with 2 workers",
     "litellm": "litellm: LiteLLM proxy, 1 worker, both models pointed at the fake upstream",
@@ -1094,10 +1214,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workloads", default=",".join(w.name for w in WORKLOADS), help="comma-separated subset of the workloads"
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        help="the Redis aiproxy-limits counts in (under a key prefix of its own per run)",
+    )
     parser.add_argument("--log-level", default="INFO", help="aiproxy's LOG_LEVEL (INFO: one access line per request)")
     parser.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="where the servers' output goes")
     parser.add_argument(
         "--key-only", action="store_true", help="prepare the database, print a key with the harness's policy, exit"
+    )
+    parser.add_argument(
+        "--key-target",
+        default=os.environ.get("BENCH_KEY_TARGET", "aiproxy"),
+        choices=["aiproxy", *LIMITED_TARGETS],
+        help="with --key-only: whose key (aiproxy-limits: the policy with the limits; serve it with REDIS_URL)",
     )
     parser.add_argument("--litellm", default=DEFAULT_LITELLM, help="LiteLLM's executable (skipped when missing)")
     args = parser.parse_args(argv)
@@ -1114,16 +1245,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def make_targets(names: list[str], log_dir: Path, litellm: Path, notes: list[str]) -> list[Target]:
+def make_targets(names: list[str], log_dir: Path, args: argparse.Namespace, notes: list[str]) -> list[Target]:
     targets = []
     for name in ALL_TARGETS:
         if name not in names:
             continue
-        if name == "litellm" and not litellm.exists():
-            notes.append(f"LiteLLM skipped: {litellm} not found; the × LiteLLM column is empty.")
+        if name == "litellm" and not args.litellm.exists():
+            notes.append(f"LiteLLM skipped: {args.litellm} not found; the × LiteLLM column is empty.")
             continue
-        audited = name in ("aiproxy", "aiproxy-2w")
-        target = Target(name, TARGET_LABELS[name], free_port(), audited=audited, is_proxy=name != "limit")
+        env = {}
+        if name in LIMITED_TARGETS:
+            if problem := redis_problem(args.redis_url):
+                notes.append(f"{name} skipped: Redis at {args.redis_url} does not answer ({problem}).")
+                continue
+            # Closed: were Redis to fail during the run, requests would fail (503) rather than be quietly
+            # served on each process's own counters, which would be measuring something else.
+            env = {"REDIS_URL": args.redis_url, "REDIS_KEY_PREFIX": args.redis_prefix}
+            env["RATE_LIMIT_REDIS_FAILURE"] = "closed"
+        audited = name in ("aiproxy", "aiproxy-limits", "aiproxy-2w")
+        label = TARGET_LABELS[name].format(redis=args.redis_url, prefix=args.redis_prefix)
+        target = Target(name, label, free_port(), audited=audited, is_proxy=name != "limit", env=env)
         target.log_path = log_dir / f"{name}.log"
         targets.append(target)
     return targets
@@ -1168,6 +1309,13 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
             answered, rows = exact_audit_check(target, audit, EXACT_CHECK_REQUESTS)
             exact[target.name] = (EXACT_CHECK_REQUESTS, answered, rows, EXACT_CHECK_REQUESTS * target.audited)
         totals = reconcile_audit(targets, audit)
+        for target in reversed(targets):
+            stop(target.process)  # a stopped aiproxy has flushed its last settlements to Redis
+        limits = {
+            t.name: limiter_state(args.redis_url, args.redis_prefix, t.key_id, audit)
+            for t in targets
+            if t.name in LIMITED_TARGETS
+        }
     finally:
         for target in reversed(targets):
             stop(target.process)
@@ -1181,13 +1329,14 @@ def measure_everything(targets: list[Target], args: argparse.Namespace, settings
         "master_rss": master_rss,
         "audit_totals": totals,
         "audit_exact": exact,
+        "limits": limits,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.key_only:  # for the quick scripts (bench/servers.sh): the same configuration as the harness's
-        target = Target("aiproxy", TARGET_LABELS["aiproxy"], 0)
+        target = Target(args.key_target, args.key_target, 0)
         prepare_database(args.database_url, [target])
         print(target.key)
         return 0
@@ -1212,7 +1361,9 @@ def main(argv: list[str] | None = None) -> int:
     if (ROOT / ".env").exists():
         notes.append("A .env exists at the repo root: aiproxy read it for every setting the harness does not set.")
     log_dir = Path(args.log_dir) if Path(args.log_dir).is_absolute() else ROOT / args.log_dir
-    targets = make_targets(args.targets.split(","), log_dir, args.litellm, notes)
+    # Unique per run: the run's counters start from nothing and are told apart from any other user's.
+    args.redis_prefix = f"aiproxy-bench-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}:"
+    targets = make_targets(args.targets.split(","), log_dir, args, notes)
     context = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -302,8 +302,8 @@ class ApiKeyWithSpendAdmin(ApiKeyAdmin):
 
 
 def _spent_since(since: datetime) -> Subquery:
-    records = AuditRecord.objects.filter(key_prefix=OuterRef("prefix"), created_at__gte=since).order_by()
-    return Subquery(records.values("key_prefix").annotate(total=Sum("cost_usd")).values("total")[:1])
+    records = AuditRecord.objects.filter(api_key_id=OuterRef("pk"), created_at__gte=since).order_by()
+    return Subquery(records.values("api_key_id").annotate(total=Sum("cost_usd")).values("total")[:1])
 
 
 def _budget(key: ApiKey, field: str):

@@ -81,6 +81,8 @@ class AuditRecord(models.Model):
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="audit_newest"),
             models.Index(fields=["key_prefix", "-created_at"], name="audit_key_time"),
+            # A key's spend this day and month, by its identity (a regenerated secret has a new prefix).
+            models.Index(fields=["api_key", "-created_at"], name="audit_key_id_time"),
             models.Index(fields=["policy", "policy_version", "-created_at"], name="audit_policy_time"),
             models.Index(fields=["model_requested", "-created_at"], name="audit_model_time"),
             models.Index(fields=["model_upstream", "-created_at"], name="audit_upstream_model_time"),

@@ -47,7 +47,7 @@ def test_limits_saved_in_the_admin_are_part_of_the_policy_version(admin_client):
 def test_a_key_shows_its_spend_against_its_budget(admin_client):
     policy = Policy.objects.create(name="team", daily_budget_usd=Decimal("5"))
     api_key, _ = api_key_create(name="budgeted-app", policy=policy)
-    audit_record_create(created_at=timezone.now(), key_prefix=api_key.prefix, cost_usd=Decimal("1.25"))
+    audit_record_create(created_at=timezone.now(), api_key_id=api_key.pk, cost_usd=Decimal("1.25"))
 
     listing = admin_client.get("/admin/policies/apikey/").content.decode()
     page = admin_client.get(f"/admin/policies/apikey/{api_key.pk}/change/").content.decode()

@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from django.db.models import Sum
 
 from policies.cache import config_cache
-from policies.keys import api_key_create
+from policies.keys import api_key_create, key_issue
 from policies.models import ModelPrice, Policy
 from proxy.models import AuditRecord
 from tests.records import wait_for_record
@@ -93,3 +93,34 @@ def test_a_request_that_would_cross_the_daily_budget_gets_insufficient_quota(liv
     day = datetime.now(UTC).strftime("%Y%m%d")
     counted = redis.Redis.from_url(REDIS_URL).get(f"{shared_limits.REDIS_KEY_PREFIX}{{{api_key.pk}}}:sd:{day}")
     assert int(counted) == spent * 10**9, "the budget's count is the records' sum, to the nano-dollar"
+
+
+def test_a_regenerated_secret_keeps_the_keys_counts(live, shared_limits):
+    """The limit belongs to the key's identity, not to its secret: a new secret is not a fresh allowance."""
+    policy = Policy.objects.create(name="three-a-minute", rpm_limit=3)
+    api_key, old_secret = api_key_create(name="rotating-app", policy=policy)
+    assert [chat(live, old_secret).status_code for _ in range(2)] == [200, 200]
+
+    new_secret = key_issue(api_key)
+    api_key.save()
+    async_to_sync(config_cache.check_for_changes)()
+
+    assert chat(live, old_secret).status_code == 401
+    assert [chat(live, new_secret).status_code for _ in range(2)] == [200, 429]
+
+
+def test_a_stream_cut_before_its_usage_is_priced_on_an_estimate(live, alice_key, priced_gpt_4o):
+    response = httpx.post(
+        live.url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there"}], "stream": True},
+        headers={"Authorization": f"Bearer {alice_key}", "x-fake-cut-after": "3"},
+        timeout=10,
+    )
+
+    record = wait_for_record(response.headers["x-request-id"])
+    assert record.outcome == "upstream_cut"
+    assert record.cost_status == "estimated"
+    # "Hello there" (11 characters: 3 tokens) and what arrived of the answer before the cut (a few words:
+    # 4 characters a token), at $0.001 a token.
+    assert Decimal("0.004") <= record.cost_usd <= Decimal("0.008")
+    assert record.total_tokens is None, "the tokens columns hold only what the upstream reported"

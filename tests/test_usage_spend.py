@@ -47,11 +47,11 @@ def test_each_budgeted_key_with_its_spend_this_day_and_month(api):
     api_key_create(name="unlimited-app")
     now = timezone.now()
     earlier_this_month = now.replace(day=1, hour=0, minute=0, second=1) if now.day > 1 else None
-    audit_record_create(created_at=now, key_prefix=budgeted.prefix, cost_usd=Decimal("1.5"))
-    audit_record_create(created_at=now, key_prefix=budgeted.prefix, cost_usd=Decimal("0.25"))
+    audit_record_create(created_at=now, api_key_id=budgeted.pk, cost_usd=Decimal("1.5"))
+    audit_record_create(created_at=now, api_key_id=budgeted.pk, cost_usd=Decimal("0.25"))
     if earlier_this_month is not None:
-        audit_record_create(created_at=earlier_this_month, key_prefix=budgeted.prefix, cost_usd=Decimal("3"))
-    audit_record_create(created_at=now - timedelta(days=40), key_prefix=budgeted.prefix, cost_usd=Decimal("9"))
+        audit_record_create(created_at=earlier_this_month, api_key_id=budgeted.pk, cost_usd=Decimal("3"))
+    audit_record_create(created_at=now - timedelta(days=40), api_key_id=budgeted.pk, cost_usd=Decimal("9"))
 
     budgets = {b["key_name"]: b for b in api.get(USAGE).json()["budgets"]}
 

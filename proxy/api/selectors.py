@@ -102,19 +102,22 @@ def period_starts(now: datetime) -> tuple[datetime, datetime]:
     return day, day.replace(day=1)
 
 
-def key_spend(prefixes: list[str], now: datetime) -> dict[str, tuple[Decimal, Decimal]]:
-    """Key prefix -> (spent today, spent this month) in USD, from the audit log's costs."""
+def key_spend(key_ids: list[int], now: datetime) -> dict[int, tuple[Decimal, Decimal]]:
+    """Key id -> (spent today, spent this month) in USD, from the audit log's costs.
+
+    By id, not prefix: a key whose secret was regenerated keeps its spend, as it keeps its limits' counts.
+    """
     day, month = period_starts(now)
     rows = (
-        AuditRecord.objects.filter(key_prefix__in=prefixes, created_at__gte=month)
+        AuditRecord.objects.filter(api_key_id__in=key_ids, created_at__gte=month)
         .order_by()
-        .values("key_prefix")
+        .values("api_key_id")
         .annotate(
             month=Coalesce(Sum("cost_usd"), Value(Decimal(0))),
             day=Coalesce(Sum("cost_usd", filter=Q(created_at__gte=day)), Value(Decimal(0))),
         )
     )
-    return {row["key_prefix"]: (row["day"], row["month"]) for row in rows}
+    return {row["api_key_id"]: (row["day"], row["month"]) for row in rows}
 
 
 def key_budget_list(now: datetime) -> list[dict]:
@@ -127,15 +130,15 @@ def key_budget_list(now: datetime) -> list[dict]:
         limits = (policy_spec(policy).limits if policy else NO_LIMITS).overridden_by(key.limit_overrides())
         if limits.counts_spend:
             budgeted.append((key, limits))
-    spend = key_spend([key.prefix for key, _ in budgeted], now)
+    spend = key_spend([key.pk for key, _ in budgeted], now)
     return [
         {
             "key_prefix": key.prefix,
             "key_name": key.name,
             "daily_budget_usd": limits.daily_budget_usd,
-            "spent_today_usd": spend.get(key.prefix, (Decimal(0), Decimal(0)))[0],
+            "spent_today_usd": spend.get(key.pk, (Decimal(0), Decimal(0)))[0],
             "monthly_budget_usd": limits.monthly_budget_usd,
-            "spent_this_month_usd": spend.get(key.prefix, (Decimal(0), Decimal(0)))[1],
+            "spent_this_month_usd": spend.get(key.pk, (Decimal(0), Decimal(0)))[1],
         }
         for key, limits in budgeted
     ]
