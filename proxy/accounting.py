@@ -24,8 +24,18 @@ REASONS = {
 class RateLimited(ProxyError):
     """429 in OpenAI's shape, with Retry-After and the key's rate-limit headers."""
 
-    def __init__(self, *, message: str, type: str, code: str, retry_after: int, headers: dict[str, str]) -> None:  # noqa: A002
+    def __init__(  # noqa: PLR0913
+        self,
+        *,
+        limit: str,
+        message: str,
+        type: str,
+        code: str,
+        retry_after: int,
+        headers: dict[str, str],  # noqa: A002
+    ) -> None:
         super().__init__(status=429, message=message, type=type, code=code)
+        self.limit = limit  # which one refused: rpm, tpm, parallel, daily_budget, monthly_budget
         self.headers = {**headers, "Retry-After": str(max(retry_after, 1))}
 
 
@@ -111,6 +121,7 @@ def refusal(exchange: Exchange, verdict: Verdict) -> RateLimited:
         period = "day" if verdict.refused == "daily_budget" else "month"
         budget = limits.daily_budget_usd if period == "day" else limits.monthly_budget_usd
         return RateLimited(
+            limit=verdict.refused,
             message=f"This API key has used its budget for the {period} (${budget}, UTC {period}); "
             f"its next request would cross it. It renews in {duration(verdict.retry_after)}.",
             type="insufficient_quota",
@@ -124,6 +135,7 @@ def refusal(exchange: Exchange, verdict: Verdict) -> RateLimited:
     ]
     used = {"rpm": verdict.requests_used, "tpm": verdict.tokens_used}.get(verdict.refused, limit)
     return RateLimited(
+        limit=verdict.refused,
         message=f"Rate limit reached for this API key on {name}: Limit {limit}, Used {used}. "
         f"Please try again in {duration(verdict.retry_after)}.",
         type=kind,

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from prometheus_client import Counter
 
 from policies.limits import Limits, usd_to_nanos
 
 logger = logging.getLogger(__name__)
+REDIS_FAILURES = Counter("aiproxy_limits_redis_failures", "Calls to Redis for limits that failed or timed out.")
 
 WINDOW_SECONDS = 60
 NONE = -1  # "no limit of this kind", as the script reads it
@@ -485,6 +487,7 @@ class Limiter:
     # --- Redis down -----------------------------------------------------------------------
 
     def _redis_failed(self, exc: BaseException) -> None:
+        REDIS_FAILURES.inc()
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
             mode = settings.RATE_LIMIT_REDIS_FAILURE

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client import generate_latest as render
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy.accounting import RateLimited
 from proxy.audit_writer import audit_writer
 from proxy.exchange import Exchange
 
@@ -40,6 +41,9 @@ AUDIT_BACKLOG = Gauge(
     "aiproxy_audit_backlog", "Audit records accepted and not yet in the database.", multiprocess_mode="livesum"
 )
 
+LIMIT_REFUSALS = Counter("aiproxy_limit_refusals", "Requests refused (429) by a key's limit or budget.", ["limit"])
+SPEND = Counter("aiproxy_spend_usd", "What finished /v1 requests cost, from the price table.", ["key_prefix"])
+
 _backlog_follower: asyncio.Task | None = None
 
 
@@ -52,6 +56,10 @@ def exchange_finished(exchange: Exchange) -> None:
         _child(UPSTREAM_SECONDS, endpoint).observe(finished - exchange.upstream_started)
     if exchange.stream:
         _child(STREAMS, endpoint, exchange.outcome).inc()
+    if isinstance(exchange.error, RateLimited):
+        _child(LIMIT_REFUSALS, exchange.error.limit).inc()
+    if exchange.cost_usd:
+        _child(SPEND, exchange.key.key_prefix).inc(float(exchange.cost_usd))
     if audit_writer.backlog():
         _follow_backlog()
 

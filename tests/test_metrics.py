@@ -83,6 +83,37 @@ def test_durations_and_streams(live, alice_key):
     assert ("aiproxy_audit_backlog", ()) in after
 
 
+def test_limit_refusals_spend_and_redis_failures_are_counted(live, settings):
+    from decimal import Decimal
+
+    from asgiref.sync import async_to_sync
+
+    from policies.cache import config_cache
+    from policies.keys import api_key_create
+    from policies.models import ModelPrice, Policy
+
+    ModelPrice.objects.update_or_create(
+        pattern="gpt-4o-mini",
+        defaults={"input_per_million": Decimal(1000), "output_per_million": Decimal(1000)},
+    )
+    async_to_sync(config_cache.check_for_changes)()
+    key = api_key_create(name="one-a-minute", policy=Policy.objects.create(name="one-a-minute", rpm_limit=1))[1]
+    before = scrape(live.url)
+
+    assert [chat(live.url, key).status_code for _ in range(2)] == [200, 429]
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: failing open, this process counts
+    assert chat(live.url, key).status_code == 429
+    after = scrape(live.url)
+
+    def added(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert added("aiproxy_limit_refusals_total", limit="rpm") == 2
+    # The answered request: 1 prompt + 4 completion tokens at $0.001 each.
+    assert added("aiproxy_spend_usd_total", key_prefix=key[:12]) == pytest.approx(0.005)
+    assert added("aiproxy_limits_redis_failures_total") >= 1
+
+
 def test_metrics_are_for_loopback_only_by_default(live, settings):
     assert httpx.get(live.url + "/metrics").status_code == 200
     settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8", "::1/128"]
