@@ -7,13 +7,15 @@
 
 One machine, one command. It starts a fake OpenAI-compatible upstream, aiproxy under gunicorn with
 uvicorn workers on a scratch PostgreSQL database (created and migrated here), and LiteLLM's proxy when
-`.venv-litellm/bin/litellm` exists; then, round after round, runs every workload against every target
-so that machine noise hits them alike, and compares each target with the limit pair by pair within a
-round (aiproxy-limits with aiproxy too: the cost of per-key limits through Redis). Non-streaming load comes from wrk (bench/post.lua); streaming latencies from a small raw-socket
-client here. It checks that no request failed and that the audit table holds one row per request
-aiproxy received (exactly the requests sent, when each is awaited), writes a markdown report
-(docs/benchmarks.md) and prints it. Exit status 1 when a request failed or the audit count is off;
-missed speed targets are results, not failures. See bench/README.md.
+`.venv-litellm/bin/litellm` exists, and aiproxy with per-key limits counted in Redis (aiproxy-limits);
+then, round after round, runs every workload against every target so that machine noise hits them alike,
+and compares each target with the limit pair by pair within a round (aiproxy-limits with aiproxy too:
+the cost of limits). Non-streaming load comes from wrk (bench/post.lua); streaming latencies from a
+small raw-socket client here. It checks that no request failed (a 429 from a limit included) and that
+the audit table holds one row per request aiproxy received (exactly the requests sent, when each is
+awaited), writes a markdown report (docs/benchmarks.md) and prints it. Exit status 1 when a request
+failed, the audit count is off or the limits did not run through Redis; missed speed targets are
+results, not failures. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -365,6 +367,7 @@ class LimiterState:
     keys: list[str]
     window_requests: int  # admitted in Redis's last 60 s (the rpm window)
     spent_nanos: int  # over every UTC month of the run: estimates settled to the real cost
+    unsettled: int  # members still in the in-flight set once every request has ended (never settled)
     audit_nanos: int  # the same key's audit rows' cost, for comparison
     refused: int  # audit rows answered 429, warm-up included
     unavailable: int  # and 503
@@ -388,10 +391,11 @@ def limiter_state(url: str, prefix: str, key_id: int, audit: AuditCounter) -> Li
         base = f"{prefix}{{{key_id}}}"
         window = sum(int(v) for v in client.hvals(base + ":rq"))
         spent = sum(int(client.get(k) or 0) for k in keys if k.startswith(base + ":sm:"))
+        unsettled = client.zcard(base + ":fl")
     finally:
         client.close()
     refused, unavailable = audit.refusals(key_id)
-    return LimiterState(prefix, keys, window, spent, audit.cost_nanos(key_id), refused, unavailable)
+    return LimiterState(prefix, keys, window, spent, unsettled, audit.cost_nanos(key_id), refused, unavailable)
 
 
 # --------------------------------------------------------------------------- #
@@ -460,6 +464,9 @@ def start_aiproxy(target: Target, *, upstream_port: int, database_url: str, work
         PROMETHEUS_MULTIPROC_DIR=f"{target.state_dir}/metrics",
     )
     env.update(target.env)
+    # Made here, not only by gunicorn.conf.py's on_starting: the app is preloaded before that hook runs,
+    # and a metric created at import (proxy/limiter.py's) opens its file in this directory right away.
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     command = [
         str(BIN / "gunicorn"),
         "aiproxy.asgi:application",
@@ -1007,6 +1014,52 @@ def stream_table(summaries: list[Summary]) -> list[str]:
     return lines
 
 
+def stream_rate(run: Run) -> float | None:
+    """A sequential stream client's requests per second: 1 / the mean time to [DONE]."""
+    done = run.stream["done_ms"] if run.stream else []
+    return 1000 / statistics.fmean(done) if done else None
+
+
+def limits_table(runs: list[Run], workloads: list[Workload]) -> list[str]:
+    """aiproxy-limits against aiproxy, workload by workload: req/s and p50 paired within each round."""
+    if not {"aiproxy", "aiproxy-limits"} <= {r.target for r in runs}:
+        return []
+    lines = [
+        "| workload | aiproxy req/s | aiproxy-limits req/s | **limits ÷ no limits** | added p50 ms |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for workload in workloads:
+
+        def rate(run: Run, stream=workload.stream) -> float | None:
+            return stream_rate(run) if stream else run.rps
+
+        def rates(target: str, name=workload.name) -> list[float | None]:
+            return [rate(r) for r in runs if (r.target, r.workload) == (target, name)]
+
+        ratios = paired(runs, "aiproxy-limits", "aiproxy", workload.name, lambda a, b: ratio(rate(a), rate(b)))
+        added = paired(runs, "aiproxy-limits", "aiproxy", workload.name, lambda a, b: difference(a.p50_ms, b.p50_ms))
+        lines.append(
+            f"| {workload.name} | {fmt(median(rates('aiproxy')), 0)} | {fmt(median(rates('aiproxy-limits')), 0)} "
+            f"| **{fmt(median(ratios), 3)}** | {fmt(median(added), 2)} |"
+        )
+    return lines
+
+
+def limits_checks(limits: dict[str, LimiterState]) -> tuple[list[str], bool]:
+    lines, ok = [], True
+    for name, state in limits.items():
+        ok &= state.ok
+        verdict = "ok" if state.ok else "**failed**"
+        lines += [
+            f"- {name}: answers 429 (a limit refused) **{state.refused}**, 503 **{state.unavailable}**, "
+            "warm-up included, from the audit rows; in Redis under `" + state.prefix + f"`: {len(state.keys)} keys, "
+            f"{state.window_requests:,} requests in the last minute's window, spend ${state.spent_nanos / 1e9:.6f} "
+            f"(the audit rows' cost: ${state.audit_nanos / 1e9:.6f}), {state.unsettled} reservations never "
+            f"settled (left in the in-flight set after every request ended): {verdict}",
+        ]
+    return lines, ok
+
+
 def audit_table(runs: list[Run], totals: dict, exact: dict) -> tuple[list[str], bool]:
     """Per workload and over the whole run: answered <= rows <= sent; in the exact check: rows == sent."""
     lines = [
@@ -1100,6 +1153,21 @@ def goal_rows(
 def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[str, bool]:
     by_key = {(s.target, s.workload): s for s in summaries}
     audit_lines, audit_ok = audit_table(runs, context["audit_totals"], context["audit_exact"])
+    limits_lines, limits_ok = limits_checks(context.get("limits", {}))
+    cost_of_limits = limits_table(runs, context["workloads"])
+    if cost_of_limits:
+        cost_of_limits = [
+            "## The cost of limits",
+            "",
+            "aiproxy-limits is aiproxy with every limit of its key set, far above the load: each request runs the",
+            "reservation (one Lua script in Redis) before it goes upstream and its settlement (batched) after.",
+            "*limits ÷ no limits* is its req/s over aiproxy's in the same round, median over the rounds (1.000: free);",
+            "*added p50* the difference of their p50s, paired the same way. For stream c1 (sequential), req/s is",
+            "1 / the mean time to `[DONE]` and p50 the time to `[DONE]`.",
+            "",
+            *cost_of_limits,
+            "",
+        ]
     failed = sum(r.errors for r in runs if r.round > 0)
     lines = [
         "# Benchmarks",
@@ -1123,6 +1191,7 @@ def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[st
         "",
         *goal_rows(by_key, context["final_rss"], context.get("master_rss", {})),
         "",
+        *cost_of_limits,
         "## Non-streaming chat and embeddings",
         "",
         "Medians over the rounds. *added p50* is the target's p50 minus the limit's in the same round; *× limit* and",
@@ -1150,6 +1219,18 @@ def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[st
         "  the connections in flight; a request aiproxy was already forwarding when its client left has its row",
         "  (outcome client_disconnected). The **exact check** awaits every request, so there rows must equal",
         "  requests. With audit off, no row may appear.",
+        *(
+            [
+                "- Limits: a 429 anywhere (warm-up included) means a limit was set too low and fails the run, as does",
+                "  a 503 (limits unavailable: Redis failed, RATE_LIMIT_REDIS_FAILURE=closed) or finding no counters",
+                "  and no spend in Redis under the run's prefix afterwards (limits did not run through Redis).",
+                "  Reservations never settled (still in the in-flight set once the servers stopped) and the spend",
+                "  against the audit rows' cost are shown, not checked.",
+                *limits_lines,
+            ]
+            if limits_lines
+            else []
+        ),
         "",
         *audit_lines,
         "",
@@ -1161,7 +1242,7 @@ def report(runs: list[Run], summaries: list[Summary], context: dict) -> tuple[st
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     lines += per_round_details(runs)
-    return "\n".join(lines) + "\n", failed == 0 and audit_ok
+    return "\n".join(lines) + "\n", failed == 0 and audit_ok and limits_ok
 
 
 def per_round_details(runs: list[Run]) -> list[str]:
@@ -1370,6 +1451,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),  # before the run: the load average says how busy the machine already was
         "versions": versions(args.litellm if any(t.name == "litellm" for t in targets) else None),
         "settings": settings,
+        "workloads": args.workloads,
         "target_notes": [t.label for t in targets],
         "notes": notes + [f"aiproxy ran with LOG_LEVEL={args.log_level}; servers' output is in {args.log_dir}/."],
     }

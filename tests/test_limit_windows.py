@@ -1,7 +1,8 @@
 """The rules of a key's limits, held by both of proxy.limiter's implementations alike.
 
-Every rule below runs on LocalCounters (one process, pure Python, its clock time.time()) and on the Redis
-script RESERVE/SETTLE (shared, atomic, its clock Redis's TIME), so the two provably agree:
+Each rule runs on LocalCounters (one process, pure Python, its clock time.time()) and on the Redis scripts
+RESERVE/SETTLE (shared, atomic, their clock Redis's TIME), so the two provably agree; only the rules that need
+the clock moved run on the local counters alone, and a lease running out (Redis's alone) on Redis alone:
 
 - rpm and tpm count what was admitted in the last 60 whole seconds (one-second buckets, a sliding window);
   a request that would cross a limit is refused with retry_after, the seconds until enough old buckets leave.
@@ -16,8 +17,10 @@ The local clock is frozen and moved by the tests; Redis's clock is not moved: it
 seconds, and earlier traffic is written into the windows' buckets as the script itself writes it.
 """
 
+import dataclasses
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -25,27 +28,24 @@ import pytest
 import redis
 
 import proxy.limiter
-from policies.limits import Limits
-from proxy.limiter import (
-    NONE,
-    RESERVE,
-    SETTLE,
-    Limiter,
-    LocalCounters,
-    Reservation,
-    Verdict,
-    periods,
-)
+from policies.limits import Limits, nanos_to_usd
+from proxy.limiter import RESERVE, SETTLE, Limiter, LocalCounters, Reservation, Verdict, _arg, _budget, periods
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KEY_ID = 7
-# 2025-03-10 12:00:58 UTC: two seconds before a minute turns, twelve hours before the day does.
+# 2025-03-10 12:00:58 UTC: two seconds before a minute turns.
 START = datetime(2025, 3, 10, 12, 0, 58, tzinfo=UTC).timestamp()
-NANOS_PER_USD = 10**9
 
 
-def usd(nanos: int) -> Decimal:
-    return Decimal(nanos) / NANOS_PER_USD
+@dataclass
+class Reserved:
+    """A verdict (its fields read through), and the reservation Limiter.reserve keeps for the settlement."""
+
+    verdict: Verdict
+    reservation: Reservation
+
+    def __getattr__(self, name):
+        return getattr(self.verdict, name)
 
 
 class Clock:
@@ -70,17 +70,22 @@ class Local:
         self.clock = clock
         self.counters = LocalCounters()
 
-    @property
-    def now(self) -> int:
+    def within_one_second(self) -> int:
+        """The second the rest of the test runs in (the clock stands still unless moved)."""
         return int(self.clock.time())
 
-    def reserve(self, limits: Limits, tokens: int = 0, nanos: int = 0, day: str | None = None) -> Verdict:
-        today, month, day_left, month_left = periods(datetime.fromtimestamp(self.clock.time(), UTC))
+    def next_second(self) -> None:
+        self.clock.advance(1)
+
+    def wall_clock(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.time(), UTC)
+
+    def reserve(self, limits: Limits, tokens: int = 0, nanos: int = 0, day: str | None = None) -> Reserved:
+        today, month, day_left, month_left = periods(self.wall_clock())
         day = day or today
         member = uuid.uuid4().hex
         verdict = self.counters.reserve(KEY_ID, limits, tokens, nanos, member, day, month, day_left, month_left)
-        verdict.reservation = reservation_for(verdict, limits, nanos, member, day, month, local=True)
-        return verdict
+        return Reserved(verdict, reservation_for(verdict, limits, nanos, member, day, month, local=True))
 
     def settle(self, reservation: Reservation, tokens: int, nanos: int) -> None:
         self.counters.settle(reservation, tokens, nanos)
@@ -88,7 +93,7 @@ class Local:
     # What earlier traffic left behind, and what the store holds now.
 
     def admitted_earlier(self, seconds_ago: int, requests: int = 0, tokens: int = 0) -> None:
-        second = self.now - seconds_ago
+        second = self.within_one_second() - seconds_ago
         if requests:
             self.counters.requests.setdefault(KEY_ID, {})[second] = requests
         if tokens:
@@ -104,11 +109,12 @@ class Local:
         return len(self.counters.in_flight.get(KEY_ID, set()))
 
     def spent(self, period: str) -> int:
+        """Nano-dollars spent in a day (YYYYMMDD) or a month (YYYYMM)."""
         return self.counters.spend.get(f"{KEY_ID}:{period}", 0)
 
 
 class Shared:
-    """The Redis scripts, called with the keys and ARGV that Limiter._reserve_in_redis and _queue_settle send."""
+    """The Redis scripts, sent the keys and ARGV that Limiter._reserve_in_redis and Limiter._queue_settle send."""
 
     name = "redis"
 
@@ -117,32 +123,42 @@ class Shared:
         self.lease_ms = lease_ms
         self.reserve_script = client.register_script(RESERVE)
         self.settle_script = client.register_script(SETTLE)
-        self._now: int | None = None
+        self._second: int | None = None
 
-    @property
-    def now(self) -> int:
-        """Redis's second, the one the whole test runs in: asked first, it waits for a fresh second to begin."""
-        if self._now is None:
+    def within_one_second(self) -> int:
+        """Redis's second the rest of the test runs in: the first time, waits for a fresh one to begin.
+
+        Every reservation after it checks that the script saw that second still."""
+        if self._second is None:
             seconds, micros = self.client.time()
             if micros > 200_000:
                 time.sleep((1_000_000 - micros) / 1_000_000 + 0.005)
                 seconds, micros = self.client.time()
-            self._now = seconds
-        return self._now
+            self._second = seconds
+        return self._second
+
+    def next_second(self) -> None:
+        start = self.client.time()[0]
+        while self.client.time()[0] == start:
+            time.sleep(0.01)
+        self._second = None
+
+    def wall_clock(self) -> datetime:
+        return datetime.now(UTC)
 
     def keys(self, day: str = "", month: str = "") -> list[str]:
         return Limiter()._keys(KEY_ID, day, month)
 
-    def reserve(self, limits: Limits, tokens: int = 0, nanos: int = 0, day: str | None = None) -> Verdict:
-        today, month, day_left, month_left = periods(datetime.now(UTC))
+    def reserve(self, limits: Limits, tokens: int = 0, nanos: int = 0, day: str | None = None) -> Reserved:
+        today, month, day_left, month_left = periods(self.wall_clock())
         day = day or today
         member = uuid.uuid4().hex
         args = [
-            NONE if limits.rpm_limit is None else limits.rpm_limit,
-            NONE if limits.tpm_limit is None else limits.tpm_limit,
-            NONE if limits.max_parallel_requests is None else limits.max_parallel_requests,
-            NONE if limits.daily_budget_usd is None else int(limits.daily_budget_usd * NANOS_PER_USD),
-            NONE if limits.monthly_budget_usd is None else int(limits.monthly_budget_usd * NANOS_PER_USD),
+            _arg(limits.rpm_limit),
+            _arg(limits.tpm_limit),
+            _arg(limits.max_parallel_requests),
+            _budget(limits.daily_budget_usd),
+            _budget(limits.monthly_budget_usd),
             tokens,
             nanos,
             member,
@@ -151,9 +167,9 @@ class Shared:
             month_left,
         ]
         reply = self.reserve_script(keys=self.keys(day, month), args=args)
-        verdict_name, retry, req_used, req_reset, tok_used, tok_reset, now, reserved = reply
+        name, retry, req_used, req_reset, tok_used, tok_reset, now, reserved = reply
         verdict = Verdict(
-            refused=None if verdict_name == b"ok" else verdict_name.decode(),
+            refused=None if name == b"ok" else name.decode(),
             retry_after=int(retry),
             requests_used=int(req_used),
             requests_reset=int(req_reset),
@@ -162,10 +178,9 @@ class Shared:
             bucket=int(now),
             reserved_tokens=int(reserved),
         )
-        if self._now is not None:
-            assert verdict.bucket == self._now, "the test outlasted Redis's second: run it again"
-        verdict.reservation = reservation_for(verdict, limits, nanos, member, day, month, local=False)
-        return verdict
+        if self._second is not None:
+            assert verdict.bucket == self._second, "the test outlasted Redis's second: run it again"
+        return Reserved(verdict, reservation_for(verdict, limits, nanos, member, day, month, local=False))
 
     def settle(self, reservation: Reservation, tokens: int, nanos: int) -> None:
         limits = reservation.limits
@@ -183,7 +198,7 @@ class Shared:
         self.settle_script(keys=self.keys(reservation.day, reservation.month)[1:], args=args)
 
     def admitted_earlier(self, seconds_ago: int, requests: int = 0, tokens: int = 0) -> None:
-        second = self.now - seconds_ago
+        second = self.within_one_second() - seconds_ago
         requests_key, tokens_key = self.keys()[:2]
         if requests:
             self.client.hset(requests_key, str(second), requests)
@@ -201,6 +216,7 @@ class Shared:
         return self.client.zcard(self.keys()[2])
 
     def spent(self, period: str) -> int:
+        """Nano-dollars spent in a day (YYYYMMDD) or a month (YYYYMM)."""
         day_key, month_key = self.keys(period, period)[3:]
         return int(self.client.get(day_key if len(period) == 8 else month_key) or 0)
 
@@ -232,14 +248,14 @@ def redis_client(settings):
     settings.REDIS_KEY_PREFIX = f"aiproxy-test-{uuid.uuid4().hex[:8]}:"
     client = redis.Redis.from_url(REDIS_URL)
     yield client
-    stale = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*"))
-    if stale:
-        client.delete(*stale)
+    ours = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}*"))
+    if ours:
+        client.delete(*ours)
     client.close()
 
 
 @pytest.fixture(params=["local", "redis"])
-def counters(request):
+def counters(request) -> Local | Shared:
     if request.param == "local":
         return Local(request.getfixturevalue("clock"))
     return Shared(request.getfixturevalue("redis_client"))
@@ -250,14 +266,14 @@ def local(clock) -> Local:
     return Local(clock)
 
 
-@pytest.fixture
-def shared(redis_client) -> Shared:
-    return Shared(redis_client)
-
-
-def seconds_to_utc_midnight(now: datetime) -> float:
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - now).total_seconds()
+def seconds_left(now: datetime, period: str) -> float:
+    """Seconds from now until the UTC day or month ends."""
+    if period == "day":
+        end = now + timedelta(days=1)
+    else:
+        end = now.replace(day=28) + timedelta(days=4)
+        end = end.replace(day=1)
+    return (end.replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
 
 
 # --- requests per minute ----------------------------------------------------------------------------------
@@ -265,7 +281,7 @@ def seconds_to_utc_midnight(now: datetime) -> float:
 
 def test_rpm_admits_exactly_the_limit_then_refuses_until_the_window_frees_one(counters):
     limits = Limits(rpm_limit=3)
-    counters.now  # noqa: B018 - the whole test in one of the clock's seconds
+    counters.within_one_second()
 
     admitted = [counters.reserve(limits) for _ in range(3)]
     refused = counters.reserve(limits)
@@ -385,7 +401,7 @@ def test_a_minute_after_the_last_request_everything_is_free_again(local, clock):
 
 def test_tpm_refuses_when_used_plus_the_estimate_would_exceed_the_limit(counters):
     limits = Limits(tpm_limit=100)
-    counters.now  # noqa: B018 - the whole test in one of the clock's seconds
+    counters.within_one_second()
 
     first = counters.reserve(limits, tokens=60)
     refused = counters.reserve(limits, tokens=41)
@@ -430,18 +446,18 @@ def test_an_estimate_larger_than_the_limit_waits_for_an_empty_window_not_forever
     assert verdict.retry_after == 20
 
 
-def test_settlement_replaces_the_estimate_by_the_actual_tokens_in_the_same_bucket(counters):
+def test_settlement_replaces_the_estimate_by_the_actual_tokens_in_the_bucket_it_reserved(counters):
     limits = Limits(tpm_limit=1000)
+    counters.within_one_second()
     smaller = counters.reserve(limits, tokens=300)
     larger = counters.reserve(limits, tokens=100)
-    bucket = smaller.bucket
+    reserved_in = smaller.bucket
 
+    counters.next_second()  # the exchanges end in a later second than they began
     counters.settle(smaller.reservation, tokens=120, nanos=0)
     counters.settle(larger.reservation, tokens=250, nanos=0)
 
-    tokens = counters.tokens_by_second()
-    assert tokens[bucket] + tokens.get(larger.bucket, 0) * (larger.bucket != bucket) == 370
-    assert sum(tokens.values()) == 370
+    assert counters.tokens_by_second() == {reserved_in: 370}
     assert counters.reserve(limits, tokens=630).refused is None
     assert counters.reserve(limits, tokens=1).refused == "tpm"
 
@@ -458,8 +474,7 @@ def test_settlement_of_a_clamped_estimate_replaces_only_what_was_reserved(counte
 def test_a_settlement_arriving_after_its_bucket_left_the_window_counts_the_actual_tokens_now(counters):
     limits = Limits(tpm_limit=1000)
     verdict = counters.reserve(limits, tokens=10)
-    old = verdict.reservation
-    long_ago = Reservation(**{**{f: getattr(old, f) for f in old.__slots__}, "bucket": verdict.bucket - 100})
+    long_ago = dataclasses.replace(verdict.reservation, bucket=verdict.bucket - 100)
 
     counters.settle(long_ago, tokens=75, nanos=0)
 
@@ -499,7 +514,7 @@ def test_a_settlement_frees_only_its_own_slot(counters):
     assert counters.in_flight() == 1
 
 
-def test_a_lease_that_runs_out_frees_its_slot(redis_client):
+def test_in_redis_a_lease_that_runs_out_frees_its_slot(redis_client):
     shared = Shared(redis_client, lease_ms=50)
     limits = Limits(max_parallel_requests=1)
     assert shared.reserve(limits).refused is None
@@ -518,15 +533,16 @@ def test_a_lease_that_runs_out_frees_its_slot(redis_client):
 def test_the_daily_budget_refuses_what_would_cross_it_until_the_utc_day_ends(counters):
     limits = Limits(daily_budget_usd=Decimal("1.00"))
     first = counters.reserve(limits, nanos=600_000_000)
-    asked_at = datetime.now(UTC) if counters.name == "redis" else datetime.fromtimestamp(START, UTC)
 
+    before = counters.wall_clock()
     refused = counters.reserve(limits, nanos=400_000_001)
+    after = counters.wall_clock()
     to_the_budget = counters.reserve(limits, nanos=400_000_000)
 
     assert first.refused is None
     assert refused.refused == "daily_budget"
-    # The retry lands once the UTC day has ended, within a second of it.
-    assert 0 <= refused.retry_after - seconds_to_utc_midnight(asked_at) <= 1
+    # Retried then, the request lands in the next UTC day (within a second of its start).
+    assert seconds_left(after, "day") < refused.retry_after <= seconds_left(before, "day") + 1
     assert to_the_budget.refused is None
     assert counters.spent(first.reservation.day) == 1_000_000_000
 
@@ -534,15 +550,14 @@ def test_the_daily_budget_refuses_what_would_cross_it_until_the_utc_day_ends(cou
 def test_the_monthly_budget_refuses_what_would_cross_it_until_the_utc_month_ends(counters):
     limits = Limits(monthly_budget_usd=Decimal("5"))
     first = counters.reserve(limits, nanos=4_000_000_000)
-    day, month, day_left, month_left = periods(
-        datetime.now(UTC) if counters.name == "redis" else datetime.fromtimestamp(START, UTC)
-    )
 
+    before = counters.wall_clock()
     refused = counters.reserve(limits, nanos=1_000_000_001)
+    after = counters.wall_clock()
 
     assert first.refused is None
     assert refused.refused == "monthly_budget"
-    assert abs(refused.retry_after - month_left) <= 1
+    assert seconds_left(after, "month") < refused.retry_after <= seconds_left(before, "month") + 1
     assert counters.spent(first.reservation.month) == 4_000_000_000
 
 
@@ -559,12 +574,12 @@ def test_a_request_refused_by_the_budget_spends_nothing(counters):
 
 def test_settlement_moves_the_spend_by_actual_minus_estimated_cost(counters):
     limits = Limits(daily_budget_usd=Decimal("1"), monthly_budget_usd=Decimal("10"))
-    over = counters.reserve(limits, nanos=500_000_000)
-    under = counters.reserve(limits, nanos=100_000_000)
-    day, month = over.reservation.day, over.reservation.month
+    overestimated = counters.reserve(limits, nanos=500_000_000)
+    underestimated = counters.reserve(limits, nanos=100_000_000)
+    day, month = overestimated.reservation.day, overestimated.reservation.month
 
-    counters.settle(over.reservation, tokens=0, nanos=200_000_000)
-    counters.settle(under.reservation, tokens=0, nanos=150_000_000)
+    counters.settle(overestimated.reservation, tokens=0, nanos=200_000_000)
+    counters.settle(underestimated.reservation, tokens=0, nanos=150_000_000)
 
     assert counters.spent(day) == 350_000_000
     assert counters.spent(month) == 350_000_000
@@ -584,12 +599,12 @@ def test_a_new_utc_day_starts_a_new_daily_budget(counters):
 
 
 def test_the_budget_is_counted_in_whole_nano_dollars(counters):
-    limits = Limits(daily_budget_usd=usd(7))  # seven nano-dollars
-    first = counters.reserve(limits, nanos=7)
+    limits = Limits(daily_budget_usd=nanos_to_usd(7))  # seven nano-dollars
 
-    assert first.refused is None
-    assert counters.reserve(limits, nanos=1).refused == "daily_budget"
-    assert counters.reserve(limits, nanos=0).refused is None
+    verdicts = [counters.reserve(limits, nanos=1) for _ in range(8)]
+
+    assert [v.refused for v in verdicts] == [None] * 7 + ["daily_budget"]
+    assert counters.reserve(limits, nanos=0).refused is None  # what costs nothing crosses nothing
 
 
 # --- which limit refuses, and no limit ------------------------------------------------------------------
@@ -597,17 +612,22 @@ def test_the_budget_is_counted_in_whole_nano_dollars(counters):
 
 def test_limits_are_checked_in_order_rpm_tpm_concurrency_then_budgets(counters):
     limits = Limits(
-        rpm_limit=1, tpm_limit=10, max_parallel_requests=1, daily_budget_usd=usd(10), monthly_budget_usd=usd(10)
+        rpm_limit=1,
+        tpm_limit=10,
+        max_parallel_requests=1,
+        daily_budget_usd=nanos_to_usd(10),
+        monthly_budget_usd=nanos_to_usd(10),
     )
     assert counters.reserve(limits, tokens=10, nanos=10).refused is None
 
     assert counters.reserve(limits, tokens=10, nanos=10).refused == "rpm"
-    assert counters.reserve(Limits(**{**vars_of(limits), "rpm_limit": None}), tokens=10, nanos=10).refused == "tpm"
-    no_rates = Limits(max_parallel_requests=1, daily_budget_usd=usd(10), monthly_budget_usd=usd(10))
+    no_rpm = dataclasses.replace(limits, rpm_limit=None)
+    assert counters.reserve(no_rpm, tokens=10, nanos=10).refused == "tpm"
+    no_rates = Limits(max_parallel_requests=1, daily_budget_usd=nanos_to_usd(10), monthly_budget_usd=nanos_to_usd(10))
     assert counters.reserve(no_rates, nanos=10).refused == "parallel"
-    budgets = Limits(daily_budget_usd=usd(10), monthly_budget_usd=usd(10))
+    budgets = Limits(daily_budget_usd=nanos_to_usd(10), monthly_budget_usd=nanos_to_usd(10))
     assert counters.reserve(budgets, nanos=10).refused == "daily_budget"
-    assert counters.reserve(Limits(monthly_budget_usd=usd(10)), nanos=10).refused == "monthly_budget"
+    assert counters.reserve(Limits(monthly_budget_usd=nanos_to_usd(10)), nanos=10).refused == "monthly_budget"
 
 
 def test_no_limit_of_a_kind_is_no_check_of_that_kind(counters):
@@ -620,7 +640,3 @@ def test_the_utc_day_and_month_and_the_seconds_until_each_ends():
     assert periods(datetime(2025, 3, 10, 23, 59, 30, tzinfo=UTC)) == ("20250310", "202503", 31, 21 * 86400 + 31)
     assert periods(datetime(2025, 2, 28, 12, 0, 0, tzinfo=UTC)) == ("20250228", "202502", 43201, 43201)
     assert periods(datetime(2025, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)) == ("20251231", "202512", 1, 1)
-
-
-def vars_of(limits: Limits) -> dict:
-    return {name: getattr(limits, name) for name in limits.__slots__}
