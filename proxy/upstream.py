@@ -170,10 +170,10 @@ AIPROXY_DECIDES = frozenset(
 )
 # Every upstream response header a client never gets, as one set: one lookup per header.
 NOT_RELAYED = HOP_BY_HOP | UPSTREAM_ONLY | AIPROXY_DECIDES
-# LiteLLM's headers about itself (a model's api_base and id, the key's spend, the limits of the key aiproxy
-# uses) and the raw headers of the provider behind it: internals of the upstream, kept from clients unless
-# UPSTREAM_RELAY_HEADERS names them. A client's x-ratelimit-* headers are its own key's (proxy.accounting).
-INTERNAL_PREFIXES = ("x-litellm-", "llm_provider-", "x-ratelimit-")
+# LiteLLM's headers about itself (a model's api_base and id, the key's spend) and the raw headers of the
+# provider behind it: internals of the upstream, kept from clients unless UPSTREAM_RELAY_HEADERS names them.
+# (The upstream's x-ratelimit-* headers are relayed: for a key with limits of its own, aiproxy's replace them.)
+INTERNAL_PREFIXES = ("x-litellm-", "llm_provider-")
 
 
 def response_headers(upstream: UpstreamResponse) -> list[tuple[str, str]]:

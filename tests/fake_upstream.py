@@ -25,7 +25,7 @@ Control headers (sent by the client, forwarded by the proxy under test):
 * ``x-fake-linger: 0.3``     -> on streamed responses, keep the body open that long
                                 after the last event before ending it
 * ``x-fake-echo-key: 1``     -> with x-fake-status, the error quotes the Authorization it got
-* ``x-fake-security-headers: 1`` -> adds CSP, HSTS, CORS, Content-Disposition and x-ratelimit headers
+* ``x-fake-security-headers: 1`` -> adds CSP, HSTS, CORS and Content-Disposition headers
 * ``x-fake-redirect: /path`` -> 307, empty body, ``location`` = the fake's own
                                 ``http://host:port`` + that path
 
@@ -106,8 +106,6 @@ SECURITY_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-credentials", b"true"),
     (b"content-disposition", b"attachment; filename=answer.json"),
-    # LiteLLM's report of its own key's limits: about the upstream's key, not the client's.
-    (b"x-ratelimit-remaining-requests", b"9999"),
 ]
 
 
