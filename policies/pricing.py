@@ -4,6 +4,7 @@ Pure: the price table is built from ModelPrice rows by the config cache, and the
 """
 
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -48,7 +49,7 @@ class PriceTable:
     """Model glob -> price; the most specific pattern (the most literal characters) wins."""
 
     def __init__(self, prices: list[Price] = ()) -> None:
-        ranked = sorted(prices, key=lambda p: (-len(p.pattern.replace("*", "")), p.pattern))
+        ranked = sorted(prices, key=lambda p: (-literal_characters(p.pattern), p.pattern))
         self._ranked = [(compile_glob(p.pattern), p) for p in ranked]
         self._memo: dict[str, Price | None] = {}
 
@@ -64,6 +65,12 @@ class PriceTable:
 
 
 EMPTY_PRICES = PriceTable()
+_GLOB_SYNTAX = re.compile(r"\[[^\]]*\]|[*?]")
+
+
+def literal_characters(pattern: str) -> int:
+    """How specific a glob is: its characters that match only themselves ("*", "?" and "[...]" do not)."""
+    return len(_GLOB_SYNTAX.sub("", pattern))
 
 
 @dataclass(frozen=True, slots=True)

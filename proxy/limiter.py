@@ -21,18 +21,52 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from prometheus_client import Counter
 
 from policies.limits import Limits, usd_to_nanos
 
 logger = logging.getLogger(__name__)
-REDIS_FAILURES = Counter("aiproxy_limits_redis_failures", "Calls to Redis for limits that failed or timed out.")
 
 WINDOW_SECONDS = 60
 NONE = -1  # "no limit of this kind", as the script reads it
 RETRY_REDIS_SECONDS = 1.0
+# Settlements wait this long for a reservation to ride along with before they go alone.
+SETTLE_ALONE_AFTER = 0.002
+MAX_RIDING = 32
 
-RESERVE = """
+# One settlement, as both scripts apply it: the token estimate replaced by the real count (in the bucket it
+# was reserved in, or now if that bucket has left the window), the slot released, the spend corrected.
+# KEYS from k: tokens, in-flight, day spend, month spend; ARGV from a: bucket, token delta, actual tokens,
+# cost delta, member, flags (tokens, slot, day, month: "1" or "0"), day and month key lifetimes.
+_SETTLE_ONE = """
+local function settle(k, a, now)
+  local bucket, tok_delta, actual = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local cost_delta, member, flags = tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 5]
+  if string.sub(flags, 1, 1) == '1' then
+    if bucket >= now - 59 then
+      if tok_delta ~= 0 then redis.call('HINCRBY', KEYS[k], bucket, tok_delta) end
+    elseif actual > 0 then
+      redis.call('HINCRBY', KEYS[k], now, actual)
+      redis.call('EXPIRE', KEYS[k], 3600)
+    end
+  end
+  if string.sub(flags, 2, 2) == '1' then redis.call('ZREM', KEYS[k + 1], member) end
+  if cost_delta ~= 0 and string.sub(flags, 3, 3) == '1' then
+    redis.call('INCRBY', KEYS[k + 2], cost_delta)
+    redis.call('EXPIRE', KEYS[k + 2], tonumber(ARGV[a + 6]))
+  end
+  if cost_delta ~= 0 and string.sub(flags, 4, 4) == '1' then
+    redis.call('INCRBY', KEYS[k + 3], cost_delta)
+    redis.call('EXPIRE', KEYS[k + 3], tonumber(ARGV[a + 7]))
+  end
+end
+"""
+SETTLE_KEYS, SETTLE_ARGS = 4, 8
+
+# Settlements waiting in this worker ride along with its next reservation (ARGV[12] of them, after its own
+# 11 arguments and 5 keys): under load a request costs one round trip in all, not two.
+RESERVE = (
+    _SETTLE_ONE
+    + """
 local rpm, tpm, par = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dayb, monb = tonumber(ARGV[4]), tonumber(ARGV[5])
 local est_tok, est_cost = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -42,6 +76,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1])
 local now_ms = now * 1000 + math.floor(tonumber(t[2]) / 1000)
 local oldest = now - 59
+
+for i = 0, tonumber(ARGV[12]) - 1 do settle(6 + 4 * i, 13 + 8 * i, now) end
 
 local function window(key)
   local flat = redis.call('HGETALL', key)
@@ -81,7 +117,7 @@ if rpm >= 0 then req_total, req_b = window(KEYS[1]) end
 if tpm >= 0 then tok_total, tok_b = window(KEYS[2]) end
 if tpm >= 0 and est_tok > tpm then est_tok = tpm end
 
-local verdict, retry, in_flight = 'ok', 0, 0
+local verdict, retry = 'ok', 0
 if rpm >= 0 and req_total + 1 > rpm then
   verdict, retry = 'rpm', wait_for(req_total, req_b, rpm, 1)
 elseif tpm >= 0 and tok_total + est_tok > tpm then
@@ -89,8 +125,7 @@ elseif tpm >= 0 and tok_total + est_tok > tpm then
 end
 if verdict == 'ok' and par >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
-  in_flight = redis.call('ZCARD', KEYS[3])
-  if in_flight >= par then verdict, retry = 'parallel', 1 end
+  if redis.call('ZCARD', KEYS[3]) >= par then verdict, retry = 'parallel', 1 end
 end
 local day_spent, month_spent = 0, 0
 if dayb >= 0 then day_spent = tonumber(redis.call('GET', KEYS[4]) or '0') end
@@ -129,24 +164,17 @@ if verdict == 'ok' then
 end
 return {verdict, retry, req_total, reset(req_b), tok_total, reset(tok_b), now, est_tok}
 """
+)
 
-SETTLE = """
-local bucket, tok_delta, actual_tok = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost_delta = tonumber(ARGV[4])
+# Settlements alone, when no reservation came to carry them (ARGV[1] of them).
+SETTLE = (
+    _SETTLE_ONE
+    + """
 local now = tonumber(redis.call('TIME')[1])
-if ARGV[6] == '1' then
-  if bucket >= now - 59 then
-    if tok_delta ~= 0 then redis.call('HINCRBY', KEYS[1], bucket, tok_delta) end
-  elseif actual_tok > 0 then
-    redis.call('HINCRBY', KEYS[1], now, actual_tok)
-    redis.call('EXPIRE', KEYS[1], 3600)
-  end
-end
-if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[5]) end
-if ARGV[8] == '1' and cost_delta ~= 0 then redis.call('INCRBY', KEYS[3], cost_delta) end
-if ARGV[9] == '1' and cost_delta ~= 0 then redis.call('INCRBY', KEYS[4], cost_delta) end
+for i = 0, tonumber(ARGV[1]) - 1 do settle(1 + 4 * i, 2 + 8 * i, now) end
 return 1
 """
+)
 
 
 @dataclass(slots=True)
@@ -175,6 +203,9 @@ class Reservation:
     day: str
     month: str
     local: bool
+    # How long the day's and month's spend keys must live (their period's rest, and a day): set again on settling.
+    day_ttl: int = 0
+    month_ttl: int = 0
 
 
 class LimiterUnavailable(Exception):
@@ -196,6 +227,85 @@ def _arg(value) -> int:
 
 def _budget(value) -> int:
     return NONE if value is None else usd_to_nanos(value)
+
+
+def redis_keys(key_id: int, day: str, month: str) -> list[str]:
+    """A key's five counters; the {key id} hash tag keeps them in one slot of a Redis cluster."""
+    base = f"{settings.REDIS_KEY_PREFIX}{{{key_id}}}"
+    return [f"{base}:rq", f"{base}:tk", f"{base}:fl", f"{base}:sd:{day}", f"{base}:sm:{month}"]
+
+
+Settlement = tuple[Reservation, int, int]  # the reservation, its actual tokens, its actual cost (nano-dollars)
+
+
+def reserve_call(
+    key_id: int, limits: Limits, tokens: int, nanos: int, member: str, period: tuple, settlements: list[Settlement]
+) -> tuple[list[str], list]:
+    """RESERVE's keys and arguments: this reservation, then the settlements that ride along."""
+    day, month, day_left, month_left = period
+    keys = redis_keys(key_id, day, month)
+    args = [
+        _arg(limits.rpm_limit),
+        _arg(limits.tpm_limit),
+        _arg(limits.max_parallel_requests),
+        _budget(limits.daily_budget_usd),
+        _budget(limits.monthly_budget_usd),
+        tokens,
+        nanos,
+        member,
+        int(settings.LIMITS_LEASE_SECONDS * 1000),
+        day_left,
+        month_left,
+        len(settlements),
+    ]
+    _add_settlements(keys, args, settlements)
+    return keys, args
+
+
+def settle_call(settlements: list[Settlement]) -> tuple[list[str], list]:
+    keys, args = [], [len(settlements)]
+    _add_settlements(keys, args, settlements)
+    return keys, args
+
+
+def _add_settlements(keys: list[str], args: list, settlements: list[Settlement]) -> None:
+    for reservation, tokens, nanos in settlements:
+        limits = reservation.limits
+        keys += redis_keys(reservation.key_id, reservation.day, reservation.month)[1:]
+        flags = "".join(
+            "1" if kind is not None else "0"
+            for kind in (
+                limits.tpm_limit,
+                limits.max_parallel_requests,
+                limits.daily_budget_usd,
+                limits.monthly_budget_usd,
+            )
+        )
+        args += [
+            reservation.bucket,
+            tokens - reservation.reserved_tokens,
+            tokens,
+            nanos - reservation.reserved_nanos,
+            reservation.member,
+            flags,
+            reservation.day_ttl,
+            reservation.month_ttl,
+        ]
+
+
+def verdict_from(reply: list) -> Verdict:
+    verdict, retry, req_used, req_reset, tok_used, tok_reset, now, reserved = reply
+    refused = verdict.decode() if isinstance(verdict, bytes) else verdict
+    return Verdict(
+        refused=None if refused == "ok" else refused,
+        retry_after=int(retry),
+        requests_used=int(req_used),
+        requests_reset=int(req_reset),
+        tokens_used=int(tok_used),
+        tokens_reset=int(tok_reset),
+        bucket=int(now),
+        reserved_tokens=int(reserved),
+    )
 
 
 class LocalCounters:
@@ -308,11 +418,12 @@ class Limiter:
         self._reserve = self._settle = None
         self.redis_down_since: float | None = None
         self._retry_task: asyncio.Task | None = None
-        self._pending: list[tuple[Reservation, int, int]] = []
-        self._flusher: asyncio.Task | None = None
+        self._pending: list[Settlement] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task] = set()
         self._held: dict[str, int] = {}  # this worker's in-flight members (by key id), whose leases it renews
         self._renewer: asyncio.Task | None = None
-        self._background: set[asyncio.Task] = set()
+        self._period: tuple[int, tuple] = (-1, ())
 
     # --- configuration ------------------------------------------------------------------
 
@@ -335,10 +446,11 @@ class Limiter:
             self._redis = None
             self.redis_down_since = None
         if self._redis is None:
-            self._loop, self._url = loop, settings.REDIS_URL
             import redis.asyncio as redis
 
+            self._loop, self._url = loop, settings.REDIS_URL
             timeout = settings.REDIS_TIMEOUT
+            # The timeouts bound every call: a Redis that does not answer in time counts as down.
             self._redis = redis.Redis.from_url(
                 settings.REDIS_URL,
                 socket_timeout=timeout,
@@ -350,28 +462,38 @@ class Limiter:
             self._settle = self._redis.register_script(SETTLE)
         return self._redis
 
-    def _keys(self, key_id: int, day: str, month: str) -> list[str]:
-        base = f"{settings.REDIS_KEY_PREFIX}{{{key_id}}}"
-        return [f"{base}:rq", f"{base}:tk", f"{base}:fl", f"{base}:sd:{day}", f"{base}:sm:{month}"]
+    def period(self) -> tuple:
+        """periods() of now, computed once a second (date arithmetic is not free at thousands a second)."""
+        second = int(time.time())
+        if self._period[0] != second:
+            self._period = (second, periods(datetime.now(UTC)))
+        return self._period[1]
 
     # --- the request path -----------------------------------------------------------------
 
     async def reserve(
         self, key_id: int, limits: Limits, tokens: int, nanos: int, member: str
     ) -> tuple[Verdict, Reservation]:
-        day, month, day_left, month_left = periods(datetime.now(UTC))
+        period = self.period()
         verdict = None
         if self.shared and self._url != settings.REDIS_URL:
             self.redis_down_since = None  # another Redis (a test moved it): found down only by trying it
         if self.shared and self.redis_down_since is None:
-            verdict = await self._reserve_in_redis(
-                key_id, limits, tokens, nanos, member, day, month, day_left, month_left
-            )
+            verdict = await self._reserve_in_redis(key_id, limits, tokens, nanos, member, period)
         if verdict is None:
             if self.shared and settings.RATE_LIMIT_REDIS_FAILURE == "closed":
                 raise LimiterUnavailable
-            verdict = self.local.reserve(key_id, limits, tokens, nanos, member, day, month, day_left, month_left)
-        reservation = Reservation(
+            verdict = self.local.reserve(key_id, limits, tokens, nanos, member, *period)
+        reservation = self._reservation(key_id, limits, nanos, member, period, verdict)
+        if verdict.refused is None and limits.max_parallel_requests is not None and not verdict.local:
+            self._held[member] = key_id
+            self._ensure_renewer()
+        return verdict, reservation
+
+    @staticmethod
+    def _reservation(key_id, limits, nanos, member, period, verdict: Verdict) -> Reservation:
+        day, month, day_left, month_left = period
+        return Reservation(
             key_id=key_id,
             member=member,
             limits=limits,
@@ -381,86 +503,61 @@ class Limiter:
             day=day,
             month=month,
             local=verdict.local,
+            day_ttl=day_left + 86400,
+            month_ttl=month_left + 86400,
         )
-        if verdict.refused is None and limits.max_parallel_requests is not None and not verdict.local:
-            self._held[member] = key_id
-            self._ensure_renewer()
-        return verdict, reservation
 
-    async def _reserve_in_redis(self, key_id, limits, tokens, nanos, member, day, month, day_left, month_left):
-        self.client()
-        args = [
-            _arg(limits.rpm_limit),
-            _arg(limits.tpm_limit),
-            _arg(limits.max_parallel_requests),
-            _budget(limits.daily_budget_usd),
-            _budget(limits.monthly_budget_usd),
-            tokens,
-            nanos,
-            member,
-            int(settings.LIMITS_LEASE_SECONDS * 1000),
-            day_left,
-            month_left,
-        ]
+    async def _reserve_in_redis(self, key_id, limits, tokens, nanos, member, period) -> Verdict | None:
+        client = self.client()
+        riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
+        keys, args = reserve_call(key_id, limits, tokens, nanos, member, period, riding)
+        # Shielded: a client that leaves mid-call must not leave a reservation nobody settles (or lose the
+        # settlements riding along); the call finishes, and an admission nobody will use is settled at once.
+        call = asyncio.ensure_future(self._reserve(keys=keys, args=args, client=client))
         try:
-            reply = await asyncio.wait_for(
-                self._reserve(keys=self._keys(key_id, day, month), args=args), settings.REDIS_TIMEOUT
-            )
+            reply = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._abandoned(done, key_id, limits, nanos, member, period))
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure of Redis is "Redis is down", never a 500
             self._redis_failed(exc)
             return None
-        verdict, retry, req_used, req_reset, tok_used, tok_reset, now, reserved = reply
-        refused = verdict.decode() if isinstance(verdict, bytes) else verdict
-        return Verdict(
-            refused=None if refused == "ok" else refused,
-            retry_after=int(retry),
-            requests_used=int(req_used),
-            requests_reset=int(req_reset),
-            tokens_used=int(tok_used),
-            tokens_reset=int(tok_reset),
-            bucket=int(now),
-            reserved_tokens=int(reserved),
-        )
+        return verdict_from(reply)
+
+    def _abandoned(self, call: asyncio.Future, key_id, limits, nanos, member, period) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        verdict = verdict_from(call.result())
+        if verdict.refused is None:
+            self.settle(self._reservation(key_id, limits, nanos, member, period, verdict), 0, 0)
 
     def settle(self, reservation: Reservation, tokens: int, nanos: int) -> None:
-        """Called when the exchange ends (synchronously): queued, sent in the next batch."""
+        """Called when the exchange ends (synchronously). Queued: it rides along with this worker's next
+        reservation, or goes alone a moment later when none comes."""
         self._held.pop(reservation.member, None)
         if reservation.local:
             self.local.settle(reservation, tokens, nanos)
             return
         self._pending.append((reservation, tokens, nanos))
-        if self._flusher is None or self._flusher.done():
-            with_loop = asyncio.get_running_loop()
-            self._flusher = with_loop.create_task(self._flush())
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(SETTLE_ALONE_AFTER, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_timer = None
+        if self._pending:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                pipe = self.client().pipeline(transaction=False)
-                for reservation, tokens, nanos in batch:
-                    await self._queue_settle(pipe, reservation, tokens, nanos)
-                await asyncio.wait_for(pipe.execute(), settings.REDIS_TIMEOUT * 4)
-            except Exception as exc:  # noqa: BLE001
-                # Lost settlements only over-count (reserved estimates stay) until the window or lease ends.
-                self._redis_failed(exc)
-                return
-
-    async def _queue_settle(self, pipe, reservation: Reservation, tokens: int, nanos: int) -> None:
-        limits = reservation.limits
-        keys = self._keys(reservation.key_id, reservation.day, reservation.month)
-        args = [
-            reservation.bucket,
-            tokens - reservation.reserved_tokens,
-            tokens,
-            nanos - reservation.reserved_nanos,
-            reservation.member,
-            int(limits.tpm_limit is not None),
-            int(limits.max_parallel_requests is not None),
-            int(limits.daily_budget_usd is not None),
-            int(limits.monthly_budget_usd is not None),
-        ]
-        await self._settle(keys=keys[1:], args=args, client=pipe)  # queued in the pipeline, sent by execute()
+        batch, self._pending = self._pending, []
+        if self.redis_down_since is not None:
+            return  # lost: reserved estimates only over-count until their window or lease ends
+        keys, args = settle_call(batch)
+        try:
+            await self._settle(keys=keys, args=args, client=self.client())
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -479,15 +576,18 @@ class Limiter:
                 pipe = self.client().pipeline(transaction=False)
                 expiry = int((time.time() + lease) * 1000)
                 for member, key_id in list(self._held.items()):
-                    pipe.zadd(self._keys(key_id, "", "")[2], {member: expiry}, xx=True)
-                await asyncio.wait_for(pipe.execute(), settings.REDIS_TIMEOUT * 4)
+                    in_flight = redis_keys(key_id, "", "")[2]
+                    pipe.zadd(in_flight, {member: expiry}, xx=True)
+                    # The set itself outlives its members' leases too (a lone long stream keeps its slot).
+                    pipe.pexpire(in_flight, int(lease * 4000))
+                await pipe.execute()
             except Exception as exc:  # noqa: BLE001
                 self._redis_failed(exc)
 
     # --- Redis down -----------------------------------------------------------------------
 
     def _redis_failed(self, exc: BaseException) -> None:
-        REDIS_FAILURES.inc()
+        count_redis_failure()
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
             mode = settings.RATE_LIMIT_REDIS_FAILURE
@@ -503,21 +603,20 @@ class Limiter:
         while self.redis_down_since is not None:
             await asyncio.sleep(RETRY_REDIS_SECONDS)
             try:
-                await asyncio.wait_for(self.client().ping(), settings.REDIS_TIMEOUT)
+                await self.client().ping()
             except Exception:  # noqa: BLE001, S112 - still down: try again
                 continue
             logger.warning("Redis answers again: limits are shared again")
             self.redis_down_since = None
 
     async def close(self) -> None:
-        for task in (self._flusher, self._renewer, self._retry_task):
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._pending and self._redis is not None:
+            await self._flush()  # the last settlements of a worker on its way out
+        for task in (*self._flushes, self._renewer, self._retry_task):
             if task is not None and not task.done():
-                if task is self._flusher:
-                    with_timeout = asyncio.wait_for(asyncio.shield(task), settings.REDIS_TIMEOUT * 4)
-                    try:
-                        await with_timeout
-                    except Exception:  # noqa: BLE001, S110 - best effort on the way out
-                        pass
                 task.cancel()
         if self._redis is not None:
             try:
@@ -525,6 +624,22 @@ class Limiter:
             except Exception:  # noqa: BLE001, S110
                 pass
             self._redis = None
+
+
+_redis_failures = None
+
+
+def count_redis_failure() -> None:
+    """aiproxy_limits_redis_failures_total, made on first use: under gunicorn, prometheus_client needs its
+    multiprocess directory to exist when a metric is made, and it does only once the workers run."""
+    global _redis_failures
+    if _redis_failures is None:
+        from prometheus_client import Counter
+
+        _redis_failures = Counter(
+            "aiproxy_limits_redis_failures", "Calls to Redis for limits that failed or timed out."
+        )
+    _redis_failures.inc()
 
 
 limiter = Limiter()

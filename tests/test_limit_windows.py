@@ -29,7 +29,18 @@ import redis
 
 import proxy.limiter
 from policies.limits import Limits, nanos_to_usd
-from proxy.limiter import RESERVE, SETTLE, Limiter, LocalCounters, Reservation, Verdict, _arg, _budget, periods
+from proxy.limiter import (
+    RESERVE,
+    SETTLE,
+    LocalCounters,
+    Reservation,
+    Verdict,
+    periods,
+    redis_keys,
+    reserve_call,
+    settle_call,
+    verdict_from,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KEY_ID = 7
@@ -114,7 +125,7 @@ class Local:
 
 
 class Shared:
-    """The Redis scripts, sent the keys and ARGV that Limiter._reserve_in_redis and Limiter._queue_settle send."""
+    """The Redis scripts, sent the keys and ARGV that the limiter builds (reserve_call, settle_call)."""
 
     name = "redis"
 
@@ -147,55 +158,24 @@ class Shared:
         return datetime.now(UTC)
 
     def keys(self, day: str = "", month: str = "") -> list[str]:
-        return Limiter()._keys(KEY_ID, day, month)
+        return redis_keys(KEY_ID, day, month)
 
     def reserve(self, limits: Limits, tokens: int = 0, nanos: int = 0, day: str | None = None) -> Reserved:
         today, month, day_left, month_left = periods(self.wall_clock())
         day = day or today
         member = uuid.uuid4().hex
-        args = [
-            _arg(limits.rpm_limit),
-            _arg(limits.tpm_limit),
-            _arg(limits.max_parallel_requests),
-            _budget(limits.daily_budget_usd),
-            _budget(limits.monthly_budget_usd),
-            tokens,
-            nanos,
-            member,
-            self.lease_ms,
-            day_left,
-            month_left,
-        ]
-        reply = self.reserve_script(keys=self.keys(day, month), args=args)
-        name, retry, req_used, req_reset, tok_used, tok_reset, now, reserved = reply
-        verdict = Verdict(
-            refused=None if name == b"ok" else name.decode(),
-            retry_after=int(retry),
-            requests_used=int(req_used),
-            requests_reset=int(req_reset),
-            tokens_used=int(tok_used),
-            tokens_reset=int(tok_reset),
-            bucket=int(now),
-            reserved_tokens=int(reserved),
-        )
+        keys, args = reserve_call(KEY_ID, limits, tokens, nanos, member, (day, month, day_left, month_left), [])
+        args[8] = self.lease_ms
+        verdict = verdict_from(self.reserve_script(keys=keys, args=args))
         if self._second is not None:
             assert verdict.bucket == self._second, "the test outlasted Redis's second: run it again"
-        return Reserved(verdict, reservation_for(verdict, limits, nanos, member, day, month, local=False))
+        reservation = reservation_for(verdict, limits, nanos, member, day, month, local=False)
+        reservation.day_ttl, reservation.month_ttl = day_left + 86400, month_left + 86400
+        return Reserved(verdict, reservation)
 
     def settle(self, reservation: Reservation, tokens: int, nanos: int) -> None:
-        limits = reservation.limits
-        args = [
-            reservation.bucket,
-            tokens - reservation.reserved_tokens,
-            tokens,
-            nanos - reservation.reserved_nanos,
-            reservation.member,
-            int(limits.tpm_limit is not None),
-            int(limits.max_parallel_requests is not None),
-            int(limits.daily_budget_usd is not None),
-            int(limits.monthly_budget_usd is not None),
-        ]
-        self.settle_script(keys=self.keys(reservation.day, reservation.month)[1:], args=args)
+        keys, args = settle_call([(reservation, tokens, nanos)])
+        self.settle_script(keys=keys, args=args)
 
     def admitted_earlier(self, seconds_ago: int, requests: int = 0, tokens: int = 0) -> None:
         second = self.within_one_second() - seconds_ago

@@ -286,3 +286,10 @@ def test_the_cost_is_quantized_to_the_nano_dollar(usage, rate, cost):
 
 def test_an_estimate_of_tokens_rounds_a_partial_token_up():
     assert [estimated_tokens(chars) for chars in (0, 1, 4, 5, 8)] == [0, 1, 1, 2, 2]
+
+
+def test_question_marks_and_character_classes_are_not_literal_characters():
+    """ "gpt-????*" has 4 literal characters and "gpt-[34]*" 4: "gpt-4o*" (6) is the more specific."""
+    for vague in ("gpt-????*", "gpt-[34]*"):
+        table = PriceTable([price(vague, "1"), price("gpt-4o*", "2")])
+        assert table.price_for("gpt-4o-mini").pattern == "gpt-4o*", vague
