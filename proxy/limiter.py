@@ -15,14 +15,17 @@ REDIS_TIMEOUT), RATE_LIMIT_REDIS_FAILURE chooses: "open" serves with this proces
 """
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from policies.limits import Limits, usd_to_nanos
+from proxy.script_channel import ScriptChannel
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,6 @@ local function settle(k, a, now)
   end
 end
 """
-SETTLE_KEYS, SETTLE_ARGS = 4, 8
 
 # Settlements waiting in this worker ride along with its next reservation (ARGV[12] of them, after its own
 # 11 arguments and 5 keys): under load a request costs one round trip in all, not two.
@@ -415,7 +417,8 @@ class Limiter:
         self._redis = None
         self._loop = None
         self._url = ""
-        self._reserve = self._settle = None
+        self._scripts_loaded = False
+        self._channel: ScriptChannel | None = None
         self.redis_down_since: float | None = None
         self._retry_task: asyncio.Task | None = None
         self._pending: list[Settlement] = []
@@ -458,8 +461,8 @@ class Limiter:
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
-            self._reserve = self._redis.register_script(RESERVE)
-            self._settle = self._redis.register_script(SETTLE)
+            self._scripts_loaded = False
+            self._channel = ScriptChannel(settings.REDIS_URL, timeout)
         return self._redis
 
     def period(self) -> tuple:
@@ -508,21 +511,57 @@ class Limiter:
         )
 
     async def _reserve_in_redis(self, key_id, limits, tokens, nanos, member, period) -> Verdict | None:
-        client = self.client()
         riding, self._pending = self._pending[:MAX_RIDING], self._pending[MAX_RIDING:]
         keys, args = reserve_call(key_id, limits, tokens, nanos, member, period, riding)
-        # Shielded: a client that leaves mid-call must not leave a reservation nobody settles (or lose the
-        # settlements riding along); the call finishes, and an admission nobody will use is settled at once.
-        call = asyncio.ensure_future(self._reserve(keys=keys, args=args, client=client))
+        self.client()
         try:
+            if not self._scripts_loaded or self._channel.disconnected:
+                await self._ready()
+            call = self._channel.call(RESERVE_SHA, keys, args)
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return None
+        try:
+            # Shielded: a client that leaves mid-call must not leave a reservation nobody settles (nor lose
+            # the settlements riding along); the call completes, and an admission nobody uses is settled.
             reply = await asyncio.shield(call)
         except asyncio.CancelledError:
             call.add_done_callback(lambda done: self._abandoned(done, key_id, limits, nanos, member, period))
             raise
+        except NoScriptError:
+            self._scripts_loaded = False  # Redis restarted: the script never ran, so it can run once more
+            return await self._reserve_again(keys, args)
         except Exception as exc:  # noqa: BLE001 - any failure of Redis is "Redis is down", never a 500
             self._redis_failed(exc)
             return None
         return verdict_from(reply)
+
+    async def _reserve_again(self, keys: list[str], args: list) -> Verdict | None:
+        try:
+            return verdict_from(await self._call(RESERVE_SHA, keys, args))
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return None
+
+    async def _ready(self) -> None:
+        await self._channel.connect()
+        if not self._scripts_loaded:
+            await self._load_scripts(self._redis)
+
+    async def _call(self, sha: str, keys: list[str], args: list):
+        """One script call on the pipelined channel; a Redis that forgot the scripts (restarted) gets them again."""
+        self.client()
+        await self._ready()
+        try:
+            return await asyncio.shield(self._channel.call(sha, keys, args))
+        except NoScriptError:
+            await self._load_scripts(self._redis)
+            return await asyncio.shield(self._channel.call(sha, keys, args))
+
+    async def _load_scripts(self, client) -> None:
+        await client.script_load(RESERVE)
+        await client.script_load(SETTLE)
+        self._scripts_loaded = True
 
     def _abandoned(self, call: asyncio.Future, key_id, limits, nanos, member, period) -> None:
         if call.cancelled() or call.exception() is not None:
@@ -544,20 +583,20 @@ class Limiter:
 
     def _flush_soon(self) -> None:
         self._flush_timer = None
-        if self._pending:
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self) -> None:
+        if not self._pending:
+            return
         batch, self._pending = self._pending, []
         if self.redis_down_since is not None:
             return  # lost: reserved estimates only over-count until their window or lease ends
         keys, args = settle_call(batch)
-        try:
-            await self._settle(keys=keys, args=args, client=self.client())
-        except Exception as exc:  # noqa: BLE001
-            self._redis_failed(exc)
+        task = asyncio.get_running_loop().create_task(self._call(SETTLE_SHA, keys, args))
+        self._flushes.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, call: asyncio.Future) -> None:
+        self._flushes.discard(call)
+        if not call.cancelled() and call.exception() is not None:
+            self._redis_failed(call.exception())
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -614,10 +653,14 @@ class Limiter:
             self._flush_timer.cancel()
             self._flush_timer = None
         if self._pending and self._redis is not None:
-            await self._flush()  # the last settlements of a worker on its way out
+            self._flush_soon()  # the last settlements of a worker on its way out
+        if self._flushes:
+            await asyncio.wait(list(self._flushes), timeout=settings.REDIS_TIMEOUT * 4)
         for task in (*self._flushes, self._renewer, self._retry_task):
             if task is not None and not task.done():
                 task.cancel()
+        if self._channel is not None:
+            await self._channel.close()
         if self._redis is not None:
             try:
                 await self._redis.aclose()
@@ -641,5 +684,8 @@ def count_redis_failure() -> None:
         )
     _redis_failures.inc()
 
+
+RESERVE_SHA = hashlib.sha1(RESERVE.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()  # noqa: S324
 
 limiter = Limiter()
