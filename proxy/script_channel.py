@@ -24,9 +24,10 @@ def pack(parts: list) -> bytes:
 
 class ScriptChannel:
     def __init__(self, url: str, timeout: float) -> None:
-        # No socket timeout on writes (a local socket buffer; redis-py would wrap each write in a task);
-        # replies are awaited with `timeout`, connecting too.
-        self._pool = ConnectionPool.from_url(url, socket_connect_timeout=timeout, health_check_interval=0)
+        # Connecting (and what redis-py says on connecting) and every reply are awaited `timeout` at most.
+        self._pool = ConnectionPool.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=0
+        )
         self._timeout = timeout
         self._connection = None
         self._waiting: collections.deque[asyncio.Future] = collections.deque()

@@ -105,3 +105,17 @@ async def test_spend_keys_expire_even_when_only_a_settlement_wrote_them(shared):
     assert 86400 < shared.ttl(day_key) <= 2 * 86400
     assert shared.ttl(month_key) > 86400
     await limiter.close()
+
+
+async def test_a_redis_that_forgot_the_scripts_gets_them_again(shared):
+    """SCRIPT FLUSH is what a restarted Redis looks like to a worker that loaded them before."""
+    limiter = Limiter()
+    first, _ = await limiter.reserve(KEY_ID, Limits(rpm_limit=10), 0, 0, member())
+    shared.script_flush()
+
+    second, _ = await limiter.reserve(KEY_ID, Limits(rpm_limit=10), 0, 0, member())
+
+    assert (first.refused, second.refused) == (None, None)
+    assert (first.local, second.local) == (False, False), "counted in Redis, not fallen back to this process"
+    assert second.requests_used == 2
+    await limiter.close()

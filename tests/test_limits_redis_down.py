@@ -3,6 +3,7 @@
 Never a 500, never a stall: a Redis that does not answer within REDIS_TIMEOUT counts as down.
 """
 
+import socket
 import time
 import uuid
 
@@ -91,3 +92,25 @@ def test_a_key_without_limits_never_waits_for_redis(live, alice_key, redis_line,
     assert response.status_code == 200
     assert seconds < SLOW
     redis_line.restore()
+
+
+@pytest.fixture
+def silent_redis(settings):
+    """Accepts connections and never answers: a Redis that hangs, not one that is gone."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    settings.REDIS_URL = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    settings.REDIS_KEY_PREFIX = f"aiproxy-test-{uuid.uuid4().hex[:8]}:"
+    yield server
+    server.close()
+
+
+def test_a_redis_that_does_not_answer_counts_as_down_within_its_timeout(live, silent_redis, settings):
+    key = limited_key()
+
+    answers = [timed_chat(live, key) for _ in range(3)]
+
+    assert [response.status_code for response, _ in answers] == [200] * 3
+    assert max(seconds for _, seconds in answers) < SLOW
+    assert httpx.get(live.url + "/ready", timeout=5).json()["status"] == "degraded"
